@@ -206,6 +206,11 @@ def _split_semicolons(text: str) -> list[str]:
     return parts
 
 
+_FAST_PARAMS_RE = re.compile(
+    r"[A-Za-z0-9\-.!%*_+`'~]+(?:=[^;\s\"<>,=]+)?(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[^;\s\"<>,=]+)?)*\Z"
+)
+
+
 def parse_params(text: str) -> dict[str, str | None]:
     """Parse ``;name=value;flag`` header parameters (generic-param, RFC 3261 §25.1).
 
@@ -213,6 +218,11 @@ def parse_params(text: str) -> dict[str, str | None]:
     are unquoted. Raises SIPParseError for an empty or non-token name.
     """
     params: dict[str, str | None] = {}
+    if _FAST_PARAMS_RE.match(text):
+        for item in text.split(";"):
+            name, eq, value = item.partition("=")
+            params[name.lower()] = value if eq else None
+        return params
     if not text.strip():
         if text:
             raise SIPParseError("empty header parameter")
@@ -282,7 +292,8 @@ class NameAddress:
     def __str__(self) -> str:
         if self.display_name is not None:
             dn = self.display_name
-            head = (dn + " ") if dn and is_token_list(dn) else (quote(dn) + " ")
+            plain = dn and is_token_list(dn) and " ".join(dn.split()) == dn
+            head = (dn + " ") if plain else (quote(dn) + " ")
         else:
             head = ""
         return f"{head}<{self.uri}>{format_params(self.params)}"
@@ -291,6 +302,15 @@ class NameAddress:
 def is_token_list(text: str) -> bool:
     """True for ``token *(LWS token)`` (an unquoted display name)."""
     return all(_TOKEN_RE.match(t) for t in text.split())
+
+
+# name-addr without quoted-pairs in the display name: the shape of nearly every header.
+_FAST_ADDRESS_RE = re.compile(
+    r"[ \t]*(?:\"([^\"\\]*)\"[ \t]*"
+    r"|((?:[A-Za-z0-9\-.!%*_+`'~]+(?:[ \t]+[A-Za-z0-9\-.!%*_+`'~]+)*)?)[ \t]*)"
+    r"<([^<>\"\s]+)>[ \t]*(?:;(.*))?\Z",
+    re.S,
+)
 
 
 def parse_address(value: str) -> NameAddress:
@@ -302,10 +322,15 @@ def parse_address(value: str) -> NameAddress:
     Raises:
         SIPParseError: (400) on malformed input.
     """
+    m = _FAST_ADDRESS_RE.match(value)
+    if m is not None:
+        quoted, tokens, uri_text, ptext = m.groups()
+        display = quoted if quoted is not None else (" ".join(tokens.split()) or None)
+        return NameAddress(parse_uri(uri_text), display, parse_params(ptext) if ptext else {})
     s = value.strip()
     if not s:
         raise SIPParseError("empty address")
-    display: str | None = None
+    display = None
     if s[0] == '"':
         display, end = _read_quoted(s, 0)
         s = s[end:].lstrip()
@@ -386,7 +411,7 @@ class Via:
     def rport(self) -> int | None:
         """The ``rport`` value (RFC 3581), or None when absent or empty."""
         v = self.params.get("rport")
-        return int(v) if v and v.isdigit() else None
+        return int(v) if v and v.isascii() and v.isdigit() and len(v) <= 5 else None
 
     @property
     def sent_by(self) -> tuple[str, int | None]:

@@ -66,6 +66,7 @@ REASON_PHRASES = {
 # One header line: name, optional WS, colon, value. Names are tokens (RFC 3261 §25.1).
 _HEADER_LINE_RE = re.compile(r"([!#-'*+\-.0-9A-Z^-z|~]+)[ \t]*:[ \t]*(.*?)[ \t]*$", re.M)
 _FOLD_RE = re.compile(r"\r?\n[ \t]+")
+_FOLD_FIND_RE = re.compile(r"\n[ \t]")
 _METHOD_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _CONTENT_LENGTH_KEY = "content-length"
 _STREAM_CL_RE = re.compile(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$")
@@ -80,8 +81,8 @@ class Headers:
 
     __slots__ = ("_index", "_items")
 
-    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str]] = list(items)
+    def __init__(self, items: Iterable[tuple[str, object]] = ()) -> None:
+        self._items: list[tuple[str, str]] = [(canonical_name(n), str(v)) for n, v in items]
         self._index: dict[str, list[str]] | None = None
 
     def _build_index(self) -> dict[str, list[str]]:
@@ -414,11 +415,12 @@ class Request(Message):
     @uri.setter
     def uri(self, value: URI) -> None:
         self._uri = value
+        self._uri_text = None
 
     def start_line(self) -> str:
-        return (
-            f"{self.method} {self._uri if self._uri is not None else self._uri_text} {SIP_VERSION}"
-        )
+        # The received text until the URI is replaced: reading .uri must not change the bytes.
+        uri = self._uri_text if self._uri_text is not None else self._uri
+        return f"{self.method} {uri} {SIP_VERSION}"
 
     def check(self) -> None:
         """Validate what any UA or transaction layer relies on (RFC 3261 §8.2, §16.3).
@@ -490,41 +492,42 @@ class Response(Message):
 def _split_head(data: bytes) -> tuple[bytes, bytes, bool]:
     """Split at the empty line. Returns (head, rest, found). Tolerates bare LF (RFC 5118)."""
     idx = data.find(b"\r\n\r\n")
+    # The earliest end wins: a bare-LF head may be followed by CRLFs in the body.
+    lf = data.find(b"\n\n", 0, idx if idx >= 0 else len(data))
+    if lf >= 0:
+        return data[:lf], data[lf + 2 :], True
     if idx >= 0:
         return data[:idx], data[idx + 4 :], True
-    idx = data.find(b"\n\n")
-    if idx >= 0:
-        return data[:idx], data[idx + 2 :], True
     return data, b"", False
 
 
-def _start_line_and_headers(head: bytes) -> tuple[str, Headers]:
+def _start_line_and_headers(head: bytes) -> tuple[str, Headers, list[str]]:
+    """Split the header section into the start line, the header lines (index built lazily)
+    and the Content-Length values seen (needed now, for framing)."""
     text = head.decode("utf-8", "surrogateescape")
-    if "\n " in text or "\n\t" in text:
+    if _FOLD_FIND_RE.search(text) is not None:
         text = _FOLD_RE.sub(" ", text)  # RFC 3261 §7.3.1: line folding is one SP
     lines = text.split("\r\n")
     if len(lines) != text.count("\n") + 1:
         lines = [line.rstrip("\r") for line in text.split("\n")]  # bare LF line ends
-    start = lines[0]
     items: list[tuple[str, str]] = []
-    index: dict[str, list[str]] = {}
+    lengths: list[str] = []
     cache = _NAME_CACHE
-    for i in range(1, len(lines)):
-        name, sep, value = lines[i].partition(":")
-        if not sep:
-            raise SIPParseError(f"malformed header line {lines[i][:60]!r}")
+    it = iter(lines)
+    start = next(it)
+    for line in it:
+        name, sep, value = line.partition(":")
         info = cache.get(name) or name_info(name)
-        value = value.strip()
+        if not sep:
+            raise SIPParseError(f"malformed header line {line[:60]!r}")
+        value = value.strip(" \t")  # LWS only: NBSP, U+0085 ... belong to the value
+        if info[0] == _CONTENT_LENGTH_KEY:
+            lengths.append(value)
         items.append((info[1], value))
-        values = index.get(info[0])
-        if values is None:
-            index[info[0]] = [value]
-        else:
-            values.append(value)
     headers = Headers.__new__(Headers)
     headers._items = items
-    headers._index = index
-    return start, headers
+    headers._index = None
+    return start, headers, lengths
 
 
 def _parse_start(start: str, headers: Headers) -> Message:
@@ -532,7 +535,7 @@ def _parse_start(start: str, headers: Headers) -> Message:
         parts = start.split(" ", 2)
         if parts[0] != SIP_VERSION:
             raise SIPParseError(f"unsupported version {parts[0]!r}", status=505)
-        if len(parts) < 2 or len(parts[1]) != 3 or not parts[1].isdigit():
+        if len(parts) < 2 or len(parts[1]) != 3 or not (parts[1].isascii() and parts[1].isdigit()):
             raise SIPParseError(f"invalid status code in {start[:60]!r}")
         status = int(parts[1])
         if status < 100 or status > 699:
@@ -588,14 +591,13 @@ def parse_message(
         # A datagram may end right after the last header line (RFC 5118 archive files).
         head = head.rstrip(b"\r\n")
         rest = b""
-    start, headers = _start_line_and_headers(head)
+    start, headers, values = _start_line_and_headers(head)
     msg = _parse_start(start, headers)
-    values = headers._index.get(_CONTENT_LENGTH_KEY)  # type: ignore[union-attr]
     if values:
         if len(set(values)) > 1:
             raise SIPParseError("conflicting Content-Length values")
         text = values[0]
-        if not text.isdigit() or not text.isascii():
+        if not text.isdigit() or not text.isascii() or len(text) > 12:
             raise SIPParseError(f"invalid Content-Length {text[:20]!r}")
         length = int(text)
         if length > len(rest):
@@ -625,6 +627,7 @@ class StreamParser:
         self.keepalives = 0
         self.pong_due = 0
         self._failed: SIPParseError | None = None
+        self.last_bad_frame: bytes | None = None
 
     def receive_data(self, data: bytes) -> None:
         """Buffer received bytes."""
@@ -647,9 +650,9 @@ class StreamParser:
                 del buf[:4]
                 self.keepalives += 1
                 self.pong_due += 1
-            elif len(buf) >= 3 or (len(buf) == 2):
-                if len(buf) == 2:
-                    return None  # could be the start of a ping
+            elif len(buf) < 4 and b"\r\n\r\n".startswith(buf):
+                return None  # could be the start of a ping
+            else:
                 del buf[:2]
                 self.keepalives += 1
         if not buf:
@@ -667,7 +670,7 @@ class StreamParser:
                 re.findall(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", head)
             )
             text = m.group(1)
-            if len(values) > 1 or not text.isdigit():
+            if len(values) > 1 or not text.isdigit() or len(text) > 12:
                 self._fail(SIPParseError("invalid Content-Length on stream"))
             length = int(text)
         total = end + 4 + length
@@ -677,7 +680,18 @@ class StreamParser:
             return None
         frame = bytes(buf[:total])
         del buf[:total]
-        return parse_message(frame, datagram=False, max_size=self.max_size)
+        try:
+            return parse_message(frame, datagram=False, max_size=self.max_size)
+        except SIPParseError:
+            # Framed but malformed: the stream goes on; keep the bytes so the caller can
+            # answer 400 from them.
+            self.last_bad_frame = frame
+            raise
+
+    @property
+    def failed(self) -> bool:
+        """True after an unrecoverable framing error (the connection must be closed)."""
+        return self._failed is not None
 
     def _fail(self, error: SIPParseError) -> None:
         self._failed = error

@@ -47,9 +47,10 @@ def unescape(text: str) -> str:
         raise SIPParseError(f"bad escape in {text!r}")
     raw = _ESCAPE_RE.sub(lambda m: chr(int(m.group(1), 16)), text)
     try:
-        # Treat the escaped octets as UTF-8 where they form valid sequences.
-        return raw.encode("latin-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
+        # UTF-8 where the octets form valid sequences; any other octet becomes a lone
+        # surrogate, which escape() turns back into the same octet.
+        return raw.encode("latin-1").decode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
         return raw
 
 
@@ -232,19 +233,65 @@ def _parse_host(text: str) -> tuple[str, int | None]:
     if port_text is not None:
         if not port_text.isdigit() or not port_text.isascii():
             raise SIPParseError(f"invalid port {port_text!r}")
+        if len(port_text.lstrip("0")) > 5:
+            raise SIPParseError(f"port out of range: {port_text[:20]}")
         port = int(port_text)
         if port > 65535:
             raise SIPParseError(f"port out of range: {port}")
     return host, port
 
 
+# Fast path for the common shape of a SIP URI; anything it does not match (escapes, odd
+# IPv6 forms, headers, errors) goes through the general parser below, which raises the
+# precise error. The character classes are those of RFC 3261 §25.1.
+_FAST_SIP_RE = re.compile(
+    r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,;?/]+)@)?"
+    r"([A-Za-z0-9_](?:[A-Za-z0-9_\-.]*[A-Za-z0-9_.])?|\[[0-9A-Fa-f:.]+\])"
+    r"(?::([0-9]{1,5}))?((?:;[A-Za-z0-9\-_.!~*'()\[\]/:&+$=]+)*)\Z"
+)
+_CACHE: dict[str, URI] = {}
+_CACHE_MAX = 4096
+
+
 def parse_uri(text: str) -> URI:
     """Parse ``text`` as a URI.
+
+    Results are cached by text: URIs are immutable values; never edit one in place (use
+    :meth:`URI.with_`).
 
     Raises:
         SIPParseError: (status 400) when the text is not a valid URI of its scheme. A URI
             of an unknown scheme is not an error: it is returned with ``opaque`` set.
     """
+    uri = _CACHE.get(text)
+    if uri is not None:
+        return uri
+    uri = _parse_uri_fast(text) or _parse_uri_slow(text)
+    if len(_CACHE) >= _CACHE_MAX:
+        _CACHE.clear()
+    _CACHE[text] = uri
+    return uri
+
+
+def _parse_uri_fast(text: str) -> URI | None:
+    m = _FAST_SIP_RE.match(text)
+    if m is None:
+        return None
+    scheme, user, host, port, ptext = m.groups()
+    params: dict[str, str | None] = {}
+    if ptext:
+        for item in ptext[1:].split(";"):
+            name, eq, value = item.partition("=")
+            if not name or "=" in value:
+                return None
+            params[name.lower()] = value if eq else None
+    p = int(port) if port else None
+    if p is not None and p > 65535:
+        return None
+    return URI(scheme, user, None, host, p, params)
+
+
+def _parse_uri_slow(text: str) -> URI:
     scheme, colon, rest = text.partition(":")
     if not colon or not _SCHEME_RE.match(scheme):
         raise SIPParseError(f"not a URI: {text[:80]!r}")

@@ -1,0 +1,40 @@
+"""The ``p2psip`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from p2psip.cli import demo, uas
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="p2psip", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("uas", help="standalone answering SIP agent (benchmarks, interop)")
+    uas.add_arguments(p)
+    p = sub.add_parser("demo", help="local demo: two agents exchange OPTIONS and MESSAGE")
+    demo.add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``p2psip`` script."""
+    args = build_parser().parse_args(argv)
+    runner = {"uas": uas.run, "demo": demo.run}[args.command]
+    try:
+        import uvloop  # type: ignore[import-not-found]
+    except ImportError:
+        uvloop = None
+    try:
+        if uvloop is not None and getattr(args, "uvloop", True):
+            return uvloop.run(runner(args))
+        return asyncio.run(runner(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
