@@ -43,3 +43,17 @@ class TransactionTimeout(P2PSIPError):
 
 class AuthenticationError(P2PSIPError):
     """Credentials were refused or a challenge could not be answered."""
+
+
+class RegistrationError(P2PSIPError):
+    """A registrar refused a REGISTER (or answered it in a way we cannot use).
+
+    Attributes:
+        status: the final status code (e.g. 403, 404, 423, 500).
+        reason: the reason phrase or an explanation.
+    """
+
+    def __init__(self, message: str, status: int, reason: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Iterator
 from p2psip.endpoint.headers import (
     _NAME_CACHE,
     LIST_HEADERS,
-    SINGLE_HEADERS,
     CSeq,
     NameAddress,
     Via,
@@ -72,6 +71,9 @@ _CONTENT_LENGTH_KEY = "content-length"
 _STREAM_CL_RE = re.compile(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$")
 
 
+_EMPTY: list[str] = []
+
+
 class Headers:
     """An ordered, case-insensitive multi-map of header fields.
 
@@ -84,6 +86,17 @@ class Headers:
     def __init__(self, items: Iterable[tuple[str, object]] = ()) -> None:
         self._items: list[tuple[str, str]] = [(canonical_name(n), str(v)) for n, v in items]
         self._index: dict[str, list[str]] | None = None
+
+    @classmethod
+    def from_canonical(cls, items: list[tuple[str, str]]) -> Headers:
+        """Wrap a list of (canonical name, value) pairs without copying or renaming.
+
+        For internal fast paths whose names are already canonical; the list is taken over.
+        """
+        headers = cls.__new__(cls)
+        headers._items = items
+        headers._index = None
+        return headers
 
     def _build_index(self) -> dict[str, list[str]]:
         index: dict[str, list[str]] = {}
@@ -104,9 +117,9 @@ class Headers:
         return values[0] if values else default
 
     def get_lines(self, name: str) -> list[str]:
-        """Every line's value of header ``name`` (not comma-split)."""
+        """Every line's value of header ``name`` (not comma-split). Do not modify the list."""
         index = self._index or self._build_index()
-        return list(index.get(header_key(name), ()))
+        return index.get(header_key(name), _EMPTY)
 
     def get_all(self, name: str) -> list[str]:
         """All values of ``name``; list headers (Via, Contact, ...) are split at commas."""
@@ -440,10 +453,6 @@ class Request(Message):
             self.expires  # noqa: B018
         if "contact" in self.headers and not self.contact_star:
             self.contacts  # noqa: B018
-        for key in SINGLE_HEADERS:
-            lines = self.headers.get_lines(key)
-            if len(lines) > 1 and len(set(lines)) > 1:
-                raise SIPParseError(f"{canonical_name(key)} header appears more than once")
 
 
 class Response(Message):

@@ -15,8 +15,8 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from p2psip.endpoint.addresses import TransportAddress
-from p2psip.endpoint.headers import _NAME_CACHE, name_info
+from p2psip.endpoint.addresses import DEFAULT_PORTS, TransportAddress
+from p2psip.endpoint.headers import _NAME_CACHE, canonical_name, name_info
 from p2psip.endpoint.message import Headers, Request, Response, _split_head, parse_message
 from p2psip.endpoint.transaction import (
     CancelReceived,
@@ -30,7 +30,8 @@ from p2psip.endpoint.transaction import (
     TransactionTerminated,
     TransactionTimedOut,
     TransportFailed,
-    response_destination,
+    new_branch,
+    stamp_received,
 )
 from p2psip.errors import SIPParseError
 from p2psip.timers import TimerConfig
@@ -51,12 +52,11 @@ KNOWN_METHODS = frozenset(
     ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "MESSAGE", "INFO", "PRACK",
      "UPDATE", "SUBSCRIBE", "NOTIFY", "PUBLISH", "REFER")
 )  # fmt: skip
-_HEX = "0123456789abcdef"
 
 
 def random_token(rng: random.Random, length: int = 16) -> str:
-    """A random lower-case hex token (tags, Call-IDs, branches)."""
-    return "".join(rng.choice(_HEX) for _ in range(length))
+    """A random lower-case hex token of ``length`` digits (tags, Call-IDs, branches)."""
+    return f"{rng.getrandbits(4 * length):0{length}x}"
 
 
 @dataclass(frozen=True)
@@ -186,6 +186,8 @@ class UserAgentCore:
         self._twoxx: dict[tuple[str, int], _PendingTwoXX] = {}
         self._twoxx_heap: list[tuple[float, tuple[str, int]]] = []
         self.known_dialog = lambda request: True  # replaced by the dialog-aware layer above
+        # RFC 3261 §8.2.2.2: (From tag, Call-ID, CSeq) of the server transactions in progress.
+        self._ongoing: dict[tuple[str, str, int, str], ServerTransaction] = {}
         allow = self.config.allow
         self._allow_header = ", ".join(allow)
         self._allowed = frozenset(allow)
@@ -260,6 +262,9 @@ class UserAgentCore:
             except SIPParseError:
                 self.stats["bad"] += 1
                 return  # RFC 4475 §3.1.2.5: a malformed response is discarded
+            if len(message.vias) > 1:
+                self.stats["bad"] += 1
+                return  # RFC 3261 §8.1.3.3: more than one Via, not for us (RFC 4475 bcast)
             self.transactions.receive_response(message, source, now)
             self._collect()
             return
@@ -267,11 +272,12 @@ class UserAgentCore:
             message.check()
         except SIPParseError as error:
             self.stats["bad"] += 1
-            status = error.status
+            status, reason, headers = error.status, error.reason, []
             if status == 400 and message.method not in KNOWN_METHODS and self._cseq_only(message):
-                status = 501  # RFC 4475 §3.1.2.16 (mismatch02): 501 preferred
+                # RFC 4475 §3.1.2.18 (mismatch02): 501 preferred, with Allow as in §8.2.1.
+                status, reason, headers = 501, None, [("Allow", self._allow_header)]
             if message.method != "ACK":
-                self._reply_stateless(message, source, status, error.reason)
+                self._reply_stateless(message, source, status, reason, headers)
             return
         self.transactions.receive_request(message, source, now)
         self._collect()
@@ -285,7 +291,7 @@ class UserAgentCore:
             return
         response = error_response_for(data, error.status, error.reason, self.config.user_agent)
         if response is not None:
-            self._out.append((response, response_destination(response, source)))
+            self._out.append((response, _stateless_destination(response, source)))
 
     @staticmethod
     def _cseq_only(request: Request) -> bool:
@@ -306,6 +312,9 @@ class UserAgentCore:
         uri = request.uri
         if uri.scheme not in ("sip", "sips", "tel"):
             return 416, None, []  # §8.2.2.1
+        if method == "CANCEL":
+            # §9.2: it matched no INVITE transaction (a match arrives as CancelReceived).
+            return 481, None, []
         if method not in ("ACK", "CANCEL"):
             required = request.tokens("Require")
             unsupported = [t for t in required if t not in self._supported]
@@ -329,13 +338,32 @@ class UserAgentCore:
 
     def _handle_request(self, tx: ServerTransaction, source: TransportAddress, now: float) -> None:
         request = tx.request
-        rejection = self._validate(request)
+        rejection = self._validate(request) or self._merged(tx)
         if rejection is not None:
             status, reason, headers = rejection
             self.stats["rejected"] += 1
             self.respond(tx, status, reason, headers=headers, now=now)
             return
         self._events.append(IncomingRequest(tx, request, source))
+
+    @staticmethod
+    def _merge_key(request: Request) -> tuple[str, str, int, str] | None:
+        tag = request.from_.tag
+        if request.to.tag is not None or tag is None:
+            return None
+        cseq = request.cseq
+        return tag, request.call_id, cseq.seq, cseq.method
+
+    def _merged(
+        self, tx: ServerTransaction
+    ) -> tuple[int, str | None, list[tuple[str, str]]] | None:
+        """RFC 3261 §8.2.2.2: a request without To tag whose From tag, Call-ID and CSeq are
+        those of a server transaction in progress that it did not match (a forked copy that
+        came back by another path) gets 482."""
+        key = self._merge_key(tx.request)
+        if key is not None and self._ongoing.setdefault(key, tx) is not tx:
+            return 482, None, []
+        return None
 
     def build_response(
         self,
@@ -362,10 +390,10 @@ class UserAgentCore:
             items.append(("Timestamp", rh.get("Timestamp") or ""))  # §8.2.6.1
         if self.config.user_agent:
             items.append(("Server", self.config.user_agent))
-        items.extend(headers)
+        items.extend((canonical_name(n), str(v)) for n, v in headers)
         if body:
             items.append(("Content-Type", content_type or "application/sdp"))
-        return Response(status, reason, Headers(items), body)
+        return Response(status, reason, Headers.from_canonical(items), body)
 
     def respond(
         self,
@@ -393,8 +421,9 @@ class UserAgentCore:
 
     def send_response(self, transaction: ServerTransaction, response: Response, now: float) -> None:
         """Send a response built by the caller through its server transaction."""
-        self.transactions.send_response(transaction, response, now)
-        if transaction.request.method == "INVITE" and 200 <= response.status < 300:
+        sent = self.transactions.send_response(transaction, response, now)
+        # Not sent (e.g. a 200 after the 487 to a CANCEL): nothing to retransmit.
+        if sent and transaction.request.method == "INVITE" and 200 <= response.status < 300:
             key = (response.call_id, response.cseq.seq)
             t1 = self.config.timers.t1
             destination = transaction.response_destination
@@ -405,17 +434,26 @@ class UserAgentCore:
         self._collect()
 
     def _reply_stateless(
-        self, request: Request, source: TransportAddress, status: int, reason: str | None
+        self,
+        request: Request,
+        source: TransportAddress,
+        status: int,
+        reason: str | None,
+        headers: Iterable[tuple[str, str]] = (),
     ) -> None:
         try:
-            response = self.build_response(request, status, reason)
+            stamp_received(request, source)  # RFC 3261 §18.2.1, RFC 3581 §4
+        except SIPParseError:
+            pass  # the top Via is unreadable: the answer goes back to the source
+        try:
+            response = self.build_response(request, status, reason, headers)
         except SIPParseError:
             data = request.to_bytes()
             fallback = error_response_for(data, status, reason, self.config.user_agent)
             if fallback is None:
                 return
             response = fallback
-        self._out.append((response, response_destination(response, source)))
+        self._out.append((response, _stateless_destination(response, source)))
 
     # -- sending requests -------------------------------------------------------------------
     def new_call_id(self) -> str:
@@ -429,7 +467,7 @@ class UserAgentCore:
     def prepare_request(self, request: Request, transport: str) -> Request:
         """Add the top Via (with rport, RFC 3581) and the defaults a request needs."""
         local = self.local_address(transport)
-        branch = "z9hG4bK" + random_token(self.rng, 16)
+        branch = new_branch(self.rng)
         if request.method == "CANCEL" or request.method == "ACK":
             existing = request.headers.get_lines("Via")
             if existing:
@@ -513,21 +551,17 @@ class UserAgentCore:
                     pending.done = True
                 self._events.append(AckReceived(request, event.source))
             elif isinstance(event, CancelReceived):
-                # RFC 3261 §9.2: 200 to the CANCEL, 487 to the INVITE if still pending.
+                # RFC 3261 §9.2: 200 to the CANCEL, 487 to the INVITE if still pending; both
+                # SHOULD carry the To tag of the INVITE's response.
+                invite_tx = event.transaction
+                last = invite_tx.last_response if invite_tx is not None else None
+                to_tag = (last.to.tag if last is not None else None) or self.new_tag()
                 self.transactions.send_response(
                     event.cancel_transaction,
-                    self.build_response(event.cancel_transaction.request, 200),
+                    self.build_response(event.cancel_transaction.request, 200, to_tag=to_tag),
                     tl.now,
                 )
-                invite_tx = event.transaction
-                if (invite_tx is not None and invite_tx.last_response is None) or (
-                    invite_tx is not None
-                    and invite_tx.last_response is not None
-                    and invite_tx.last_response.status < 200
-                ):
-                    to_tag = None
-                    if invite_tx.last_response is not None:
-                        to_tag = invite_tx.last_response.to.tag
+                if invite_tx is not None and (last is None or last.status < 200):
                     self.transactions.send_response(
                         invite_tx,
                         self.build_response(invite_tx.request, 487, to_tag=to_tag),
@@ -548,7 +582,11 @@ class UserAgentCore:
                 if isinstance(tx, ClientTransaction):
                     self._events.append(ClientTransactionEnded(tx, "transport", 503))
             elif isinstance(event, TransactionTerminated):
-                pass
+                ended = event.transaction
+                if isinstance(ended, ServerTransaction):
+                    key = self._merge_key(ended.request)
+                    if key is not None and self._ongoing.get(key) is ended:
+                        del self._ongoing[key]
 
 
 @dataclass(frozen=True)
@@ -567,7 +605,8 @@ def error_response_for(
 ) -> Response | None:
     """Build an error response to raw request bytes that did not parse, copying the raw
     Via, From, To, Call-ID and CSeq lines (RFC 3261 §8.2.6). None when the bytes are a
-    response or lack a Via (nothing can be sent back)."""
+    response or have no Via line (nothing can be sent back); a Via that does not parse is
+    copied as it is and the answer goes to the source (:func:`_stateless_destination`)."""
     head, _, _ = _split_head(data.lstrip(b"\r\n"))
     text = head.decode("utf-8", "surrogateescape")
     lines = text.replace("\r\n", "\n").split("\n")
@@ -599,12 +638,25 @@ def error_response_for(
         return None
     if server:
         pairs.append(("Server", server))
-    response = Response(status, reason, Headers(pairs))
+    return Response(status, reason, Headers(pairs))
+
+
+def _stateless_destination(
+    message: Request | Response, source: TransportAddress
+) -> TransportAddress:
+    """Where a stateless answer goes (RFC 3261 §18.2.2): the source host (§18.2.1: it is
+    ``received``), the source port with ``rport`` (RFC 3581 §4), else the sent-by port; the
+    source itself over a stream or when the top Via cannot be read."""
+    if source.reliable:
+        return source
     try:
-        response.top_via  # noqa: B018 - the destination needs a usable Via
+        via = message.top_via
     except SIPParseError:
-        return None
-    return response
+        return source
+    if "rport" in via.params:
+        return source
+    port = via.port or DEFAULT_PORTS.get(source.transport, 5060)
+    return TransportAddress(source.transport, source.host, port)
 
 
 def parse_datagram(data: bytes) -> Request | Response:

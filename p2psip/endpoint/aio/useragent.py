@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 from p2psip.endpoint.addresses import DEFAULT_PORTS, TransportAddress
 from p2psip.endpoint.aio.transport import TransportManager
+from p2psip.endpoint.dialog import Dialog
 from p2psip.endpoint.digest import DigestClient, parse_challenge
 from p2psip.endpoint.message import Request, Response
 from p2psip.endpoint.transaction import ClientTransaction, ServerTransaction
@@ -26,12 +28,40 @@ from p2psip.endpoint.useragent import (
     FinalResponseReceived,
     IncomingRequest,
     ProvisionalResponseReceived,
+    StrayTwoXXReceived,
     UserAgentConfig,
     UserAgentCore,
 )
-from p2psip.errors import AuthenticationError, SIPParseError, TransactionTimeout, TransportError
+from p2psip.errors import (
+    AuthenticationError,
+    P2PSIPError,
+    SIPParseError,
+    TransactionTimeout,
+    TransportError,
+)
 
-__all__ = ["IncomingCall", "ServerRequest", "UserAgent"]
+__all__ = ["CallFailed", "IncomingCall", "OutgoingCall", "ServerRequest", "UserAgent"]
+
+
+class CallFailed(P2PSIPError):
+    """An INVITE was answered with a final non-2xx response.
+
+    Attributes:
+        response: that response.
+    """
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(f"call failed: {response.status} {response.reason}")
+        self.response = response
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
 
 log = logging.getLogger("p2psip.sip")
 # RFC 3261 §18.1.1: requests within 200 bytes of the path MTU (1500) go over TCP.
@@ -82,6 +112,50 @@ IncomingCall = ServerRequest
 Handler = Callable[[ServerRequest], Awaitable[None] | None]
 
 
+class OutgoingCall:
+    """An INVITE dialog we created (signalling only; media is the session layer's job).
+
+    Attributes:
+        request: the INVITE sent.
+        response: the final 2xx that established the dialog.
+        dialog: the dialog state (route set, remote target, CSeq).
+    """
+
+    def __init__(
+        self,
+        ua: UserAgent,
+        request: Request,
+        response: Response,
+        dialog: Dialog,
+        destination: TransportAddress,
+    ) -> None:
+        self._ua = ua
+        self.request = request
+        self.response = response
+        self.dialog = dialog
+        self.destination = destination
+
+    async def request_in_dialog(
+        self,
+        method: str,
+        *,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> Response:
+        """Send a request inside the dialog and wait for its final response."""
+        request = self.dialog.create_request(method, headers, body, content_type)
+        response = await self._ua.send(
+            request, self._ua.route_destination(self.dialog, self.destination)
+        )
+        self.dialog.receive_response(request, response)
+        return response
+
+    async def bye(self) -> Response:
+        """Hang up (BYE, RFC 3261 §15.1.1)."""
+        return await self.request_in_dialog("BYE")
+
+
 class UserAgent:
     """A SIP user agent on asyncio: transports, a clock, handlers per method.
 
@@ -110,6 +184,8 @@ class UserAgent:
         self.trace = trace
         self.on_ack: Callable[[AckReceived], None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._acks: dict[tuple[str, int], tuple[Request, TransportAddress]] = {}
+        self._last_authenticated: Request | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
     def now(self) -> float:
@@ -212,6 +288,67 @@ class UserAgent:
             )
         return response
 
+    def route_destination(self, dialog: Dialog, fallback: TransportAddress) -> TransportAddress:
+        """Where an in-dialog request goes: the first route or the remote target (numeric
+        hosts; a host name falls back to the address the dialog was set up with)."""
+        hop = dialog.next_hop()
+        dest = self.destination_for(hop, hop.transport or fallback.transport)
+        if not _is_ip(dest.host):
+            return fallback
+        return dest
+
+    async def invite(
+        self,
+        uri: str | URI,
+        *,
+        sdp: bytes,
+        from_: str | None = None,
+        to: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+        destination: TransportAddress | None = None,
+        credentials: tuple[str, str] | None = None,
+        on_provisional: Callable[[Response], None] | None = None,
+    ) -> OutgoingCall:
+        """Send an INVITE with an SDP offer; on 2xx send the ACK and return the call.
+
+        Raises:
+            CallFailed: a final non-2xx response (``.response`` holds it).
+            TransactionTimeout, TransportError: as for :meth:`request`.
+        """
+        await self._ensure()
+        target = uri if isinstance(uri, URI) else parse_uri(uri)
+        dest = destination or self.destination_for(target)
+        local = self.core.local_address(dest.transport)
+        contact = f"<sip:p2psip@{local.host_for_uri}:{local.port};transport={dest.transport}>"
+        request = self.core.new_request(
+            "INVITE",
+            str(target),
+            from_ or f"<sip:p2psip@{local.host_for_uri}>",
+            to or f"<{target}>",
+            [("Contact", contact), *headers],
+            sdp,
+            "application/sdp",
+        )
+        response = await self.send(request, dest, on_provisional=on_provisional)
+        if response.status in (401, 407) and credentials is not None:
+            response = await self._authenticate(
+                request, response, dest, credentials, on_provisional
+            )
+            request = self._last_authenticated or request
+        if not 200 <= response.status < 300:
+            raise CallFailed(response)
+        dialog = Dialog.from_uac(request, response)
+        self._ack(dialog, response, dest)
+        return OutgoingCall(self, request, response, dialog, dest)
+
+    def _ack(self, dialog: Dialog, response: Response, fallback: TransportAddress) -> None:
+        # RFC 3261 §13.2.2.4: the UAC core ACKs every 2xx, retransmissions included.
+        ack = dialog.create_ack(response.cseq.seq)
+        dest = self.route_destination(dialog, fallback)
+        self.core.prepare_request(ack, dest.transport)
+        self._acks[(response.call_id, response.cseq.seq)] = (ack, dest)
+        self.send_stateless(ack, dest)
+
     async def _authenticate(
         self,
         request: Request,
@@ -220,28 +357,36 @@ class UserAgent:
         credentials: tuple[str, str],
         on_provisional: Callable[[Response], None] | None,
     ) -> Response:
-        header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
-        answer = "Authorization" if response.status == 401 else "Proxy-Authorization"
-        challenges = [parse_challenge(v) for v in response.headers.get_lines(header)]
+        """Answer a 401/407 with digest credentials (RFC 3261 §22.2); a challenge marked
+        ``stale`` is answered again once (RFC 7616 §3.3), any other second challenge means
+        the credentials were refused."""
         client = DigestClient(credentials[0], credentials[1], rng=self.core.rng)
-        challenge = client.choose(challenges)
-        retry = Request(request.method, request.uri, request.headers.copy(), request.body)
-        retry.headers.remove("Via")
-        cseq = request.cseq
-        retry.headers.set("CSeq", f"{cseq.seq + 1} {cseq.method}")
-        retry.headers.add(
-            answer, client.authorize(challenge, request.method, str(request.uri), request.body)
+        current = request
+        for attempt in range(2):
+            header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
+            answer = "Authorization" if response.status == 401 else "Proxy-Authorization"
+            challenges = [parse_challenge(v) for v in response.headers.get_lines(header)]
+            if attempt and not any(c.stale for c in challenges):
+                break
+            challenge = client.choose(challenges)
+            retry = Request(current.method, current.uri, current.headers.copy(), current.body)
+            retry.headers.remove("Via")
+            retry.headers.remove(answer)
+            cseq = current.cseq
+            retry.headers.set("CSeq", f"{cseq.seq + 1} {cseq.method}")
+            retry.headers.add(
+                answer, client.authorize(challenge, current.method, str(current.uri), current.body)
+            )
+            retry.invalidate()
+            self._last_authenticated = retry
+            current = retry
+            response = await self.send(retry, dest, on_provisional=on_provisional)
+            if response.status not in (401, 407):
+                return response
+        raise AuthenticationError(
+            f"{request.method} to {request.uri}: credentials for "
+            f"{credentials[0]!r} refused ({response.status} {response.reason})"
         )
-        retry.invalidate()
-        second = await self.send(retry, dest, on_provisional=on_provisional)
-        if second.status in (401, 407):
-            stale = [parse_challenge(v) for v in second.headers.get_lines(header)]
-            if not any(c.stale for c in stale):
-                raise AuthenticationError(
-                    f"{request.method} to {request.uri}: credentials for "
-                    f"{credentials[0]!r} refused ({second.status} {second.reason})"
-                )
-        return second
 
     async def send(
         self,
@@ -343,6 +488,13 @@ class UserAgent:
                 task = asyncio.ensure_future(result)
                 self._tasks.add(task)
                 task.add_done_callback(self._task_done)
+        elif isinstance(event, StrayTwoXXReceived) or (
+            isinstance(event, FinalResponseReceived) and event.retransmission
+        ):
+            response = event.response
+            sent = self._acks.get((response.call_id, response.cseq.seq))
+            if sent is not None:
+                self.core.send_stateless(*sent)
         elif isinstance(event, FinalResponseReceived):
             entry = self._pending.get(id(event.transaction))
             if entry is not None and not entry[0].done():
