@@ -92,6 +92,16 @@ def cpu_ticks(pid: int) -> int | None:
     return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
 
 
+def host_busy_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs since boot, from /proc/stat."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
 def port_bound(proto: str, port: int) -> bool:
     """A socket on ``port`` exists (tcp: listening) according to /proc/net."""
     for table in (proto, proto + "6"):
@@ -204,7 +214,9 @@ class Server:
         deadline = time.monotonic() + timeout
         while not self.ready():
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}): {self.log_tail()}")
+                raise RuntimeError(
+                    f"{self.name} exited ({self.proc.returncode}): {self.log_tail()}"
+                )
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"{self.name} not ready after {timeout} s: {self.log_tail()}")
@@ -289,6 +301,7 @@ class Probe:
     rc: int | None = None
     server_cpu: float = 0.0  #: % of one core
     client_cpu: float = 0.0
+    other_cpu: float = 0.0  #: everything else on the machine, % of one core
     wall: float = 0.0
     answered: int | None = None
     sustained: bool = False
@@ -314,6 +327,7 @@ def run_probe(
     ]  # fmt: skip
     uac_log = open(args.workdir / f"uac-{server.name}-{probe_no}-{rate}.log", "wb")  # noqa: SIM115
     cpu0 = cpu_ticks(server.proc.pid) or 0
+    host0 = host_busy_ticks()[0]
     t0 = time.monotonic()
     uac = subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=uac_log, stderr=subprocess.STDOUT,
@@ -359,9 +373,12 @@ def run_probe(
         uac_log.close()
         probe.wall = time.monotonic() - t0
         cpu1 = cpu_ticks(server.proc.pid)
+        host1 = host_busy_ticks()[0]
         server.stop()
     probe.server_cpu = 100.0 * ((cpu1 or cpu0) - cpu0) / CLK_TCK / probe.wall
     probe.client_cpu = 100.0 * client_ticks / CLK_TCK / probe.wall
+    host_cpu = 100.0 * (host1 - host0) / CLK_TCK / probe.wall
+    probe.other_cpu = max(0.0, host_cpu - probe.server_cpu - probe.client_cpu)
     probe.rc = uac.returncode
     probe.answered = server.answered()
 
@@ -398,7 +415,7 @@ def run_probe(
 
 HEADER = (
     f"{'server':<7} {'target':>7} {'calls':>8} {'ok':>8} {'failed':>6} {'retrans':>7} "
-    f"{'achieved':>9} {'rc':>4} {'srvCPU%':>7} {'uacCPU%':>7} {'wall s':>6}  verdict"
+    f"{'achieved':>9} {'rc':>4} {'srvCPU%':>7} {'uacCPU%':>7} {'other%':>6} {'wall s':>6}  verdict"
 )
 
 
@@ -411,7 +428,7 @@ def print_probe(p: Probe) -> None:
     print(
         f"{p.server:<7} {p.rate:>7} {p.calls:>8} {p.ok:>8} {p.failed:>6} {p.retrans:>7} "
         f"{p.achieved:>9.1f} {p.rc if p.rc is not None else '-':>4} {p.server_cpu:>7.1f} "
-        f"{p.client_cpu:>7.1f} {p.wall:>6.1f}  {verdict}",
+        f"{p.client_cpu:>7.1f} {p.other_cpu:>6.0f} {p.wall:>6.1f}  {verdict}",
         flush=True,
     )
 
@@ -514,9 +531,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.001,
         help="retransmissions allowed, as a fraction of calls (default 0.001)",
     )
-    p.add_argument(
-        "--servers", default="sipp,p2psip", help="which servers, in order (sipp,p2psip)"
-    )
+    p.add_argument("--servers", default="sipp,p2psip", help="which servers, in order (sipp,p2psip)")
     p.add_argument("--workdir", type=Path, default=None, help="keep logs/CSVs here")
     p.add_argument("--sipp", default=None, help="SIPp binary (default: from PATH)")
     args = p.parse_args(argv)
@@ -565,7 +580,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"machine: {os.cpu_count()} cores shared by the SIPp client and the server under test "
-        f"(they compete for CPU); p2psip uas loop: {loop}; python {sys.version.split()[0]}"
+        f"(they compete for CPU); p2psip uas loop: {loop}; python {sys.version.split()[0]}; "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        "CPU columns in % of one core over each probe: srv = server under test, uac = SIPp "
+        "client, other = rest of the machine (other jobs skew the figures)"
     )
     print(HEADER, flush=True)
 
@@ -587,7 +607,9 @@ def main(argv: list[str] | None = None) -> int:
         if tmp is not None:
             tmp.cleanup()
 
-    print()
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
+    sipp_best = results.get("sipp", (None,))[0]
+    p2_best = results.get("p2psip", (None,))[0]
     for name, (best, probes, why) in results.items():
         label = "SIPp -sn uas" if name == "sipp" else f"p2psip uas ({loop})"
         if best is None:
@@ -599,11 +621,8 @@ def main(argv: list[str] | None = None) -> int:
             f"of one core, SIPp uac CPU {best.client_cpu:.0f}%); {len(probes)} probes; "
             f"stop: {why}"
         )
-        if name == "p2psip" and "sipp" in results and results["sipp"][0] is not None:
-            if best.rate >= results["sipp"][0].rate:
-                print("  (p2psip reached the best rate measured for SIPp: the ratio is a lower bound)")
-    sipp_best = results.get("sipp", (None,))[0]
-    p2_best = results.get("p2psip", (None,))[0]
+        if name == "p2psip" and sipp_best is not None and best.rate >= sipp_best.rate:
+            print("  (p2psip reached the best rate measured for SIPp: the ratio is a lower bound)")
     if sipp_best is not None and "p2psip" in results:
         ratio = (p2_best.rate if p2_best else 0) / sipp_best.rate
         print(f"ratio p2psip/sipp: {ratio:.2f}")

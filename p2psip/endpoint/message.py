@@ -672,14 +672,14 @@ class StreamParser:
                 self._fail(MessageTooLarge())
             return None
         head = bytes(buf[:end])
-        m = re.search(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", head)
+        found = _STREAM_CL_RE.findall(head)
         length = 0
-        if m:
-            values = set(
-                re.findall(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", head)
-            )
-            text = m.group(1)
-            if len(values) > 1 or not text.isdigit() or len(text) > 12:
+        if found:
+            text = found[0]
+            if len(set(found)) > 1 or not text.isdigit() or len(text) > 12:
+                # Unrecoverable framing (RFC 4475 §3.1.2.3, §3.3.9): the head is kept so
+                # the caller can still answer 400 before closing the connection.
+                self.last_bad_frame = head + b"\r\n\r\n"
                 self._fail(SIPParseError("invalid Content-Length on stream"))
             length = int(text)
         total = end + 4 + length

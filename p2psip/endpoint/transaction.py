@@ -345,24 +345,26 @@ def stamp_received(request: Request, source: TransportAddress) -> None:
     """Add ``received`` and fill ``rport`` in the top Via of a received request.
 
     RFC 3261 §18.2.1: ``received`` when the sent-by host differs from the source address;
-    RFC 3581 §4: an empty ``rport`` gets the source port, and ``received`` is then added even
-    when equal to sent-by. Done once, when a request creates a server transaction; calling it
-    again (e.g. after the transport did it) changes nothing.
+    RFC 3581 §4: ``rport`` gets the source port, and ``received`` is then added even when
+    equal to sent-by. Values the client put there are replaced. Calling it again changes
+    nothing.
 
     Raises:
         SIPParseError: when the request has no valid Via.
     """
     via = request.top_via
     params = via.params
-    changed = False
-    if "rport" in params and params["rport"] is None:
+    before = (params.get("rport"), params.get("received"), "received" in params)
+    # Whatever the client wrote into received/rport is overwritten with what the packet
+    # says: a client must not be able to steer answers to another host (§18.2.1).
+    if "rport" in params:
         params["rport"] = str(source.port)
         params["received"] = source.host
-        changed = True
-    elif params.get("received") is None and _unbracket(via.host).lower() != source.host.lower():
+    elif _unbracket(via.host).lower() != source.host.lower():
         params["received"] = source.host
-        changed = True
-    if changed:
+    else:
+        params.pop("received", None)
+    if before != (params.get("rport"), params.get("received"), "received" in params):
         # The cached Via object was edited in place; rewrite its text to match.
         request.headers.remove_first_value("Via")
         request.headers.prepend("Via", str(via))

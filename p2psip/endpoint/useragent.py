@@ -38,6 +38,7 @@ from p2psip.timers import TimerConfig
 
 __all__ = [
     "AckReceived",
+    "AckTimedOut",
     "ClientTransactionEnded",
     "FinalResponseReceived",
     "IncomingRequest",
@@ -116,6 +117,14 @@ class AckReceived(UserAgentEvent):
 
     request: Request
     source: TransportAddress
+
+
+@dataclass(frozen=True)
+class AckTimedOut(UserAgentEvent):
+    """No ACK came for a 2xx to INVITE within 64*T1 (RFC 3261 §13.3.1.4): the dialog must be
+    ended with a BYE."""
+
+    response: Response
 
 
 @dataclass(frozen=True)
@@ -240,13 +249,15 @@ class UserAgentCore:
             if pending is None or pending.done:
                 continue
             if now >= pending.give_up_at:
-                # RFC 3261 §13.3.1.4: no ACK within 64*T1 -> the session ends (a BYE follows).
+                # RFC 3261 §13.3.1.4: no ACK within 64*T1 -> the session ends; the
+                # application is told so that it sends the BYE.
                 pending.done = True
                 del self._twoxx[key]
+                self._events.append(AckTimedOut(pending.response))
                 continue
             self._out.append((pending.response, pending.destination))
             pending.interval = min(2 * pending.interval, self.config.timers.t2)
-            pending.next_at = now + pending.interval
+            pending.next_at = min(now + pending.interval, pending.give_up_at)
             heapq.heappush(heap, (pending.next_at, key))
         self._collect()
 

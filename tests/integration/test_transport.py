@@ -369,7 +369,8 @@ async def test_stream_framing_error_closes_connection(
     bad = raw_options("negative").replace(b"Content-Length: 0", b"Content-Length: -5")
     writer.write(bad)
     data, error, source = await within(bob_rec.bad.get())
-    assert data is None and error.status == 400
+    # the head is handed over so the UA can answer 400 before the connection closes
+    assert data is not None and data.startswith(b"OPTIONS") and error.status == 400
     assert source.port == writer.get_extra_info("sockname")[1]
     await assert_closed_by_peer(reader)
     assert bob_rec.messages.empty()

@@ -5,11 +5,17 @@ One ``p2psip uas --transport all`` process serves the whole module (loopback onl
 messages are the copies in ``tests/conformance/messages/`` (RFC 4475 archive; RFC 5118 in the
 CRLF wire form of ``rfc5118/wire-crlf-ersip/``; see the ``SOURCE.md`` files there).
 
-One change is made to each message before it is sent over UDP: ``;rport`` is added after the
-sent-by of the top Via (RFC 3581), so that the answer comes back to this test's socket (and to
-127.0.0.1) instead of to port 5060 or to a ``received`` address written in the message. The
-defects the messages are about are left untouched; a top Via that is itself the defect
-(badinv01, badvers) makes the agent answer to the source address anyway.
+Two changes are made to the messages, never to the defects they are about:
+
+* over UDP, ``;rport`` is added after the sent-by of the top Via (RFC 3581), so that the answer
+  comes back to this test's socket (and to 127.0.0.1) instead of to port 5060 or to a
+  ``received`` address written in the message; a top Via that is itself the defect (badinv01,
+  badvers) makes the agent answer to the source address anyway;
+* several archive messages share a branch, sent-by and method (``z9hG4bKkdjuw...``): the agent,
+  correctly, takes the later one for a retransmission of the earlier (RFC 3261 §17.2.3) and
+  repeats the earlier answer; and a message sent twice (RFC 5118 §4.10's two variants, the TCP
+  test's repeats) with another branch is a merged request, 482 (§8.2.2.2). Such a message gets
+  a suffix on its branch and its Call-ID so that it is processed on its own.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ DROP = None
 # Status line expected from ``p2psip uas`` (UA core defaults + the answering agent: 200 to
 # INVITE, OPTIONS and MESSAGE; no REGISTER; only the dialogs it created are known).
 RFC4475_ANSWERS: dict[str, int | None] = {
-    "wsinv": 200,
+    "wsinv": 481,  # a To tag: a re-INVITE in a dialog the agent does not have (§12.2.2)
     "intmeth": 501,
     "esc01": 200,
     "escnull": 405,
@@ -143,6 +149,55 @@ def with_rport(data: bytes) -> bytes:
     if re.search(rb";[ \t]*rport\b", line_rest.split(b",", 1)[0]):
         return data
     return data[:i] + b";rport" + data[i:]
+
+
+_BRANCH = re.compile(rb"(branch[ \t]*=[ \t]*)([^;,\s]+)", re.I)
+_CALL_ID = re.compile(rb"(?im)^((?:call-id|i)[ \t]*:[ \t]*[^\r\n]*?)([ \t]*\r?\n)")
+_USED: set[tuple[object, ...]] = set()  # keys of the server transactions opened in the agent
+
+
+def transaction_keys(data: bytes) -> list[tuple[object, ...]]:
+    """The keys under which the agent remembers the server transaction ``data`` opens: the
+    RFC 3261 §17.2.3 matching key and the §8.2.2.2 merged-request key. Empty when it is
+    answered statelessly (does not parse or check), is a response or has no magic cookie."""
+    try:
+        message = parse_message(data)
+        message.check()
+    except SIPParseError:
+        return []
+    if isinstance(message, Response):
+        return []
+    via = message.top_via
+    if not (via.branch or "").startswith("z9hG4bK"):
+        return []
+    host, port = via.sent_by
+    cseq = message.cseq
+    return [
+        ("branch", via.branch, host.lower(), port, message.method),
+        ("merge", message.from_.tag, message.call_id, cseq.seq, cseq.method),
+    ]
+
+
+def prepared(data: bytes, *, udp: bool = True) -> bytes:
+    """``data`` as sent to the agent (see the module docstring): rport added over UDP; a suffix
+    on the branch and the Call-ID when an earlier message opened a transaction with the same
+    keys."""
+    if udp:
+        data = with_rport(data)
+    original, n = data, 1
+    while (keys := transaction_keys(data)) and _USED.intersection(keys):
+        n += 1
+        suffix = f"-{n}".encode()
+        via = _FIRST_VIA.search(original)
+        assert via is not None
+        branch = _BRANCH.search(original, via.end())
+        call_id = _CALL_ID.search(original)
+        assert branch is not None and call_id is not None
+        cuts = sorted([branch.end(), call_id.end(1)])
+        data = original[: cuts[0]] + suffix + original[cuts[0] : cuts[1]] + suffix
+        data += original[cuts[1] :]
+    _USED.update(keys)
+    return data
 
 
 def status_line(data: bytes) -> str:
@@ -247,7 +302,7 @@ def test_messages_that_must_be_dropped_get_no_answer(uas: int) -> None:
     names = [name for name, status in EXPECTED.items() if status is DROP]
     with udp_socket() as sock:
         for name in names:
-            sock.sendto(with_rport(MESSAGE_FILES[name].read_bytes()), (HOST, uas))
+            sock.sendto(prepared(MESSAGE_FILES[name].read_bytes()), (HOST, uas))
         sock.settimeout(SILENCE)
         with pytest.raises(TimeoutError):
             data, _ = sock.recvfrom(65535)
@@ -261,8 +316,8 @@ def test_every_request_gets_its_status_line_over_udp(uas: int) -> None:
         for name, status in EXPECTED.items():
             if status is DROP:
                 continue
-            data = MESSAGE_FILES[name].read_bytes()
-            sock.sendto(with_rport(data), (HOST, uas))
+            data = prepared(MESSAGE_FILES[name].read_bytes())
+            sock.sendto(data, (HOST, uas))
             answer = final_answer(sock, key_of(data), ANSWER_TIMEOUT)
             got[name] = status_line(answer)
             response = parse_message(answer)
@@ -325,6 +380,7 @@ def test_tcp_answers_and_a_malformed_message_does_not_close_the_connection(uas: 
             if name == "inv2543":  # RFC 2543 framing is for datagrams: give it a Content-Length
                 head, _, body = data.partition(b"\r\n\r\n")
                 data = head + f"\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+            data = prepared(data, udp=False)
             sock.sendall(data)
             while True:
                 answer = read_response(sock, buffer)

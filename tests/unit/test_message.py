@@ -823,6 +823,14 @@ def test_build_response() -> None:
     )
 
 
+def test_reading_request_uri_keeps_the_received_text() -> None:
+    data = INVITE.replace(b"sip:bob@biloxi.com SIP", b"SIP:%62ob@biloxi.com;Transport=TCP SIP")
+    msg = parse_message(data)
+    assert isinstance(msg, Request)
+    assert str(msg.uri) == "sip:bob@biloxi.com;transport=TCP"
+    assert msg.to_bytes() == data  # e.g. digest "uri" must still match the Request-URI
+
+
 def test_edited_request_uri_is_serialized() -> None:
     msg = parse_message(INVITE)
     assert isinstance(msg, Request)

@@ -118,7 +118,7 @@ def uri_texts(*, with_headers: bool = True) -> st.SearchStrategy[str]:
     return st.one_of(sip_uri_texts(with_headers=with_headers), tel_uri_texts, opaque_uri_texts)
 
 
-@fast(300)
+@fast(200)
 @given(uri_texts())
 def test_uri_text_round_trip(text: str) -> None:
     uri = parse_uri(text)
@@ -351,7 +351,7 @@ def typed(msg: Request | Response) -> tuple[object, ...]:
     )
 
 
-@fast(250)
+@fast(150)
 @given(models())
 def test_generated_messages_parse_as_generated(model: Model) -> None:
     data, expected = render(model)
@@ -383,7 +383,7 @@ def test_generated_messages_parse_as_generated(model: Model) -> None:
     assert msg.body == model.body  # with or without Content-Length (a datagram)
 
 
-@fast(250)
+@fast(150)
 @given(models(), st.booleans())
 def test_serialization_round_trip_and_fixed_point(model: Model, touch_uri: bool) -> None:
     data, _ = render(model)
@@ -400,7 +400,7 @@ def test_serialization_round_trip_and_fixed_point(model: Model, touch_uri: bool)
     assert parse_message(wire, datagram=False).to_bytes() == wire
 
 
-@fast(100)
+@fast(60)
 @given(models(), st.lists(st.integers(1, 64), min_size=1, max_size=30))
 def test_stream_agrees_with_datagram(model: Model, chunks: list[int]) -> None:
     model.layout["crlf"] = True
@@ -523,7 +523,7 @@ def mutated_messages(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-@fast(300)
+@fast(200)
 @given(mutated_messages(), st.integers(1, 50))
 def test_mutated_messages(data: bytes, chunk: int) -> None:
     parse_everything(data, chunk)
@@ -554,7 +554,12 @@ def run_message(header: str, value: str) -> bytes:
 @pytest.mark.parametrize("piece", RUN_PIECES)
 def test_long_runs_stay_fast(piece: str) -> None:
     for header in [*RUN_HEADERS, "R-URI"]:
-        for run in (piece * 3000, "a" + piece * 3000 + "!", "<sip:a@b>;" + piece * 3000):
+        for run in (
+            piece * 26,
+            piece * 3000,
+            "a" + piece * 3000 + "!",
+            "<sip:a@b>;" + piece * 3000,
+        ):
             start = time.perf_counter()
             parse_everything(run_message(header, run), chunk=1 << 16)
             elapsed = time.perf_counter() - start

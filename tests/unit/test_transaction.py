@@ -717,11 +717,20 @@ def test_response_goes_to_received_and_rport() -> None:
     assert request.top_via.received == "203.0.113.5"
 
 
-def test_rport_with_value_is_used_as_is() -> None:
+def test_client_written_received_and_rport_are_replaced_by_the_packet_source() -> None:
+    # RFC 3261 §18.2.1 / RFC 3581 §4: the server writes what the packet says; a client
+    # must not steer answers to another host.
     source = TransportAddress("udp", "203.0.113.5", 40000)
     via = "SIP/2.0/UDP 10.0.0.1:5060;received=198.51.100.1;rport=41000"
-    destination, _ = _destination_for(via, source)
-    assert destination == TransportAddress("udp", "198.51.100.1", 41000)
+    destination, request = _destination_for(via, source)
+    assert destination == source
+    assert request.top_via.received == "203.0.113.5"
+
+
+def test_client_written_received_without_rport_is_replaced() -> None:
+    source = TransportAddress("udp", "203.0.113.5", 40000)
+    destination, _ = _destination_for("SIP/2.0/UDP 10.0.0.1:5070;received=198.51.100.1", source)
+    assert destination == TransportAddress("udp", "203.0.113.5", 5070)
 
 
 def test_response_without_rport_goes_to_the_sent_by_port() -> None:

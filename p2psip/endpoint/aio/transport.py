@@ -290,7 +290,7 @@ class _Connection(asyncio.Protocol):
                 if exc is last_error:
                     self.close()
                     return
-                frame = None if parser.failed else parser.last_bad_frame
+                frame = parser.last_bad_frame
                 parser.last_bad_frame = None
                 manager._bad_message(frame, exc, key, local)  # type: ignore[arg-type]
                 if parser.failed:
