@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from p2psip.endpoint.message import parse_message  # noqa: E402
+from p2psip.endpoint.message import parse_message
 
 INVITE = (
     b"INVITE sip:bob@biloxi.example.com SIP/2.0\r\n"
@@ -82,9 +82,15 @@ def main() -> int:
 
         def sm_full(data: bytes) -> object:
             m = Message.parse(data)
-            return (m.via[0].parameters.get("branch"), m.cseq, m.call_id,
-                    m.from_address.parameters.get("tag"), m.to_address.parameters.get("tag"),
-                    m.contact, m.uri)
+            return (
+                m.via[0].parameters.get("branch"),
+                m.cseq,
+                m.call_id,
+                m.from_address.parameters.get("tag"),
+                m.to_address.parameters.get("tag"),
+                m.contact,
+                m.uri,
+            )
 
         rows.append(("sipmessage", "parse", rate(Message.parse, args.seconds)))
         rows.append(("sipmessage", "parse+headers", rate(sm_full, args.seconds)))
