@@ -92,16 +92,6 @@ def cpu_ticks(pid: int) -> int | None:
     return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
 
 
-def host_busy_ticks() -> tuple[int, int]:
-    """(busy, total) clock ticks of all CPUs since boot, from /proc/stat."""
-    try:
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return 0, 0
-    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-    return sum(values) - idle, sum(values)
-
-
 def port_bound(proto: str, port: int) -> bool:
     """A socket on ``port`` exists (tcp: listening) according to /proc/net."""
     for table in (proto, proto + "6"):
@@ -260,12 +250,20 @@ class SippServer(Server):
 class P2psipServer(Server):
     name = "p2psip"
 
-    def __init__(self, workdir: Path, transport: str, uvloop_flag: str | None) -> None:
+    def __init__(
+        self, workdir: Path, transport: str, uvloop_flag: str | None, gc: bool = True
+    ) -> None:
         super().__init__(workdir, transport)
         self.uvloop_flag = uvloop_flag
+        self.gc = gc
 
     def argv(self) -> list[str]:
-        argv = [sys.executable, "-m", "p2psip.cli.main", "uas"]
+        if self.gc:
+            argv = [sys.executable, "-m", "p2psip.cli.main", "uas"]
+        else:  # diagnostic: the same CLI with Python's cyclic garbage collector switched off
+            code = "import gc, sys; gc.disable(); from p2psip.cli.main import main; "
+            code += "sys.exit(main(sys.argv[1:]))"
+            argv = [sys.executable, "-c", code, "uas"]
         argv += ["--listen", f"{HOST}:{self.port}", "--transport", self.transport]
         if self.uvloop_flag:
             argv.append(self.uvloop_flag)
@@ -301,7 +299,6 @@ class Probe:
     rc: int | None = None
     server_cpu: float = 0.0  #: % of one core
     client_cpu: float = 0.0
-    other_cpu: float = 0.0  #: everything else on the machine, % of one core
     wall: float = 0.0
     answered: int | None = None
     sustained: bool = False
@@ -325,17 +322,19 @@ def run_probe(
         "-timeout", f"{args.seconds + 15}s", "-timeout_error",
         "-trace_stat", "-stf", str(stats_path), "-fd", "1",
     ]  # fmt: skip
-    uac_log = open(args.workdir / f"uac-{server.name}-{probe_no}-{rate}.log", "wb")  # noqa: SIM115
-    cpu0 = cpu_ticks(server.proc.pid) or 0
-    host0 = host_busy_ticks()[0]
-    t0 = time.monotonic()
-    uac = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=uac_log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
+    try:
+        uac_log = open(args.workdir / f"uac-{server.name}-{probe_no}-{rate}.log", "wb")  # noqa: SIM115
+        cpu0 = cpu_ticks(server.proc.pid) or 0
+        t0 = time.monotonic()
+        uac = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=uac_log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    except BaseException:
+        server.stop()
+        raise
     # Give up early once a call failed or the target rate can no longer be reached.
     give_up_at = t0 + args.seconds / (1 - args.tolerance) + 1.5
-    hard_limit = t0 + args.seconds + 25
     client_ticks = 0
     try:
         while True:
@@ -349,8 +348,6 @@ def run_probe(
                 probe.note = "stopped: failed calls"
             elif now > give_up_at:
                 probe.note = "stopped: rate unreachable"
-            elif now > hard_limit:
-                probe.note = "stopped: hard time limit"
             if probe.note:
                 with contextlib.suppress(ProcessLookupError):
                     uac.send_signal(signal.SIGTERM)
@@ -373,12 +370,9 @@ def run_probe(
         uac_log.close()
         probe.wall = time.monotonic() - t0
         cpu1 = cpu_ticks(server.proc.pid)
-        host1 = host_busy_ticks()[0]
         server.stop()
     probe.server_cpu = 100.0 * ((cpu1 or cpu0) - cpu0) / CLK_TCK / probe.wall
     probe.client_cpu = 100.0 * client_ticks / CLK_TCK / probe.wall
-    host_cpu = 100.0 * (host1 - host0) / CLK_TCK / probe.wall
-    probe.other_cpu = max(0.0, host_cpu - probe.server_cpu - probe.client_cpu)
     probe.rc = uac.returncode
     probe.answered = server.answered()
 
@@ -415,7 +409,7 @@ def run_probe(
 
 HEADER = (
     f"{'server':<7} {'target':>7} {'calls':>8} {'ok':>8} {'failed':>6} {'retrans':>7} "
-    f"{'achieved':>9} {'rc':>4} {'srvCPU%':>7} {'uacCPU%':>7} {'other%':>6} {'wall s':>6}  verdict"
+    f"{'achieved':>9} {'rc':>4} {'srvCPU%':>7} {'uacCPU%':>7} {'wall s':>6}  verdict"
 )
 
 
@@ -428,7 +422,7 @@ def print_probe(p: Probe) -> None:
     print(
         f"{p.server:<7} {p.rate:>7} {p.calls:>8} {p.ok:>8} {p.failed:>6} {p.retrans:>7} "
         f"{p.achieved:>9.1f} {p.rc if p.rc is not None else '-':>4} {p.server_cpu:>7.1f} "
-        f"{p.client_cpu:>7.1f} {p.other_cpu:>6.0f} {p.wall:>6.1f}  {verdict}",
+        f"{p.client_cpu:>7.1f} {p.wall:>6.1f}  {verdict}",
         flush=True,
     )
 
@@ -519,6 +513,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=True,
         help="event loop of p2psip uas (default: uvloop when installed)",
     )
+    p.add_argument(
+        "--gc",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="diagnostic: --no-gc runs p2psip uas with gc.disable() (default: as shipped)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: 5 s probes, 1 bisect step")
     p.add_argument("--start", type=int, default=250, help="first rate, cps (default 250)")
     p.add_argument("--max-rate", type=int, default=20000, help="rate cap, cps (default 20000)")
@@ -566,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
         loop = "uvloop" if uvloop_installed() else "asyncio"
         if not args.uvloop:
             loop += " (p2psip uas has no --no-uvloop switch; --no-uvloop ignored)"
+    if not args.gc:
+        loop += ", cyclic GC disabled (--no-gc)"
 
     tmp = None
     if args.workdir is None:
@@ -584,8 +586,8 @@ def main(argv: list[str] | None = None) -> int:
         f"load average {os.getloadavg()[0]:.2f}"
     )
     print(
-        "CPU columns in % of one core over each probe: srv = server under test, uac = SIPp "
-        "client, other = rest of the machine (other jobs skew the figures)"
+        "CPU columns: % of one core over each probe (srv = server under test, uac = SIPp "
+        "client); other jobs on the machine skew the figures - see the load averages"
     )
     print(HEADER, flush=True)
 
@@ -601,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
                 if best is not None:
                     cap = best.rate
             else:
-                server = P2psipServer(args.workdir, args.transport, uvloop_flag)
+                server = P2psipServer(args.workdir, args.transport, uvloop_flag, args.gc)
                 results[name] = search(server, sipp, args, cap)
     finally:
         if tmp is not None:

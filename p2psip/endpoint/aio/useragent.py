@@ -184,7 +184,9 @@ class UserAgent:
         self.trace = trace
         self.on_ack: Callable[[AckReceived], None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._acks: dict[tuple[str, int], tuple[Request, TransportAddress]] = {}
+        # ACKs of answered INVITEs, re-sent for retransmitted 2xx for 64*T1 (§13.2.2.4);
+        # insertion-ordered, so pruning looks only at the oldest entries.
+        self._acks: dict[tuple[str, int], tuple[Request, TransportAddress, float]] = {}
         self._last_authenticated: Request | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -346,7 +348,15 @@ class UserAgent:
         ack = dialog.create_ack(response.cseq.seq)
         dest = self.route_destination(dialog, fallback)
         self.core.prepare_request(ack, dest.transport)
-        self._acks[(response.call_id, response.cseq.seq)] = (ack, dest)
+        now = self.now()
+        horizon = now - 64 * self.core.config.timers.t1
+        acks = self._acks
+        while acks:
+            oldest = next(iter(acks))
+            if acks[oldest][2] > horizon:
+                break
+            del acks[oldest]
+        acks[(response.call_id, response.cseq.seq)] = (ack, dest, now)
         self.send_stateless(ack, dest)
 
     async def _authenticate(
@@ -494,7 +504,7 @@ class UserAgent:
             response = event.response
             sent = self._acks.get((response.call_id, response.cseq.seq))
             if sent is not None:
-                self.core.send_stateless(*sent)
+                self.core.send_stateless(sent[0], sent[1])
         elif isinstance(event, FinalResponseReceived):
             entry = self._pending.get(id(event.transaction))
             if entry is not None and not entry[0].done():
