@@ -68,6 +68,10 @@ _FOLD_RE = re.compile(r"\r?\n[ \t]+")
 _FOLD_FIND_RE = re.compile(r"\n[ \t]")
 _METHOD_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _CONTENT_LENGTH_KEY = "content-length"
+_COMMON_METHODS = frozenset(
+    ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "MESSAGE", "INFO", "PRACK",
+     "UPDATE", "SUBSCRIBE", "NOTIFY", "PUBLISH", "REFER")
+)  # fmt: skip
 _STREAM_CL_RE = re.compile(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$")
 
 
@@ -514,8 +518,17 @@ def _start_line_and_headers(head: bytes) -> tuple[str, Headers, list[str]]:
     """Split the header section into the start line, the header lines (index built lazily)
     and the Content-Length values seen (needed now, for framing)."""
     text = head.decode("utf-8", "surrogateescape")
-    if _FOLD_FIND_RE.search(text) is not None:
-        text = _FOLD_RE.sub(" ", text)  # RFC 3261 §7.3.1: line folding is one SP
+    try:
+        return _split_lines(text)
+    except SIPParseError:
+        # A folded line (leading SP/HT) is not a valid header line: only then look for
+        # folding, so unfolded messages never pay for the search.
+        if _FOLD_FIND_RE.search(text) is None:
+            raise
+    return _split_lines(_FOLD_RE.sub(" ", text))  # RFC 3261 §7.3.1: folding is one SP
+
+
+def _split_lines(text: str) -> tuple[str, Headers, list[str]]:
     lines = text.split("\r\n")
     if len(lines) != text.count("\n") + 1:
         lines = [line.rstrip("\r") for line in text.split("\n")]  # bare LF line ends
@@ -554,7 +567,7 @@ def _parse_start(start: str, headers: Headers) -> Message:
     if len(parts) != 3 or not all(parts):
         raise SIPParseError(f"malformed request line {start[:80]!r}")
     method, uri_text, version = parts
-    if not _METHOD_RE.match(method):
+    if method not in _COMMON_METHODS and not _METHOD_RE.match(method):
         raise SIPParseError(f"invalid method {method[:40]!r}")
     if version != SIP_VERSION:
         if version.startswith("SIP/"):
