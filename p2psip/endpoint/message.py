@@ -68,6 +68,7 @@ _FOLD_RE = re.compile(r"\r?\n[ \t]+")
 _FOLD_FIND_RE = re.compile(r"\n[ \t]")
 _METHOD_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _CONTENT_LENGTH_KEY = "content-length"
+_CL_TEXT_RE = re.compile(r"\n(?:content-length|l)[ \t]*:([^\n]*)", re.IGNORECASE)
 _COMMON_METHODS = frozenset(
     ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "MESSAGE", "INFO", "PRACK",
      "UPDATE", "SUBSCRIBE", "NOTIFY", "PUBLISH", "REFER")
@@ -85,10 +86,11 @@ class Headers:
     entry per header line. Lookups go through a lazily built index.
     """
 
-    __slots__ = ("_index", "_items")
+    __slots__ = ("_index", "_list", "_raw")
 
     def __init__(self, items: Iterable[tuple[str, object]] = ()) -> None:
-        self._items: list[tuple[str, str]] = [(canonical_name(n), str(v)) for n, v in items]
+        self._list: list[tuple[str, str]] | None = [(canonical_name(n), str(v)) for n, v in items]
+        self._raw: str | None = None
         self._index: dict[str, list[str]] | None = None
 
     @classmethod
@@ -98,9 +100,46 @@ class Headers:
         For internal fast paths whose names are already canonical; the list is taken over.
         """
         headers = cls.__new__(cls)
-        headers._items = items
+        headers._list = items
+        headers._raw = None
         headers._index = None
         return headers
+
+    @classmethod
+    def from_wire(cls, text: str) -> Headers:
+        """Headers over the raw text of a received header section (after the start line).
+
+        The lines are split and validated on first use (lazy parsing): a malformed line
+        then raises :class:`SIPParseError` from whichever accessor touched the headers.
+        """
+        headers = cls.__new__(cls)
+        headers._list = None
+        headers._raw = text
+        headers._index = None
+        return headers
+
+    @property
+    def _items(self) -> list[tuple[str, str]]:
+        items = self._list
+        if items is None:
+            items = self._list = _split_header_lines(self._raw or "")
+            self._raw = None
+        return items
+
+    @_items.setter
+    def _items(self, items: list[tuple[str, str]]) -> None:
+        self._list = items
+        self._raw = None
+
+    def validate(self) -> None:
+        """Split and check every header line now (raises SIPParseError)."""
+        self._items  # noqa: B018
+
+    def text(self) -> str:
+        """The header lines as text, even when they do not parse (for error answers)."""
+        if self._list is None:
+            return self._raw or ""
+        return "".join(f"{n}: {v}\r\n" for n, v in self._list)
 
     def _build_index(self) -> dict[str, list[str]]:
         index: dict[str, list[str]] = {}
@@ -384,6 +423,11 @@ class Message:
 
     __bytes__ = to_bytes
 
+    def head_bytes(self) -> bytes:
+        """Start line and header lines as received or built, without validating them."""
+        text = f"{self.start_line()}\r\n{self.headers.text()}\r\n\r\n"
+        return text.encode("utf-8", "surrogateescape")
+
     def __str__(self) -> str:
         return self.to_bytes().decode("utf-8", "replace")
 
@@ -514,10 +558,8 @@ def _split_head(data: bytes) -> tuple[bytes, bytes, bool]:
     return data, b"", False
 
 
-def _start_line_and_headers(head: bytes) -> tuple[str, Headers, list[str]]:
-    """Split the header section into the start line, the header lines (index built lazily)
-    and the Content-Length values seen (needed now, for framing)."""
-    text = head.decode("utf-8", "surrogateescape")
+def _split_header_lines(text: str) -> list[tuple[str, str]]:
+    """Split a header section (without its start line) into (canonical name, value) pairs."""
     try:
         return _split_lines(text)
     except SIPParseError:
@@ -528,28 +570,22 @@ def _start_line_and_headers(head: bytes) -> tuple[str, Headers, list[str]]:
     return _split_lines(_FOLD_RE.sub(" ", text))  # RFC 3261 §7.3.1: folding is one SP
 
 
-def _split_lines(text: str) -> tuple[str, Headers, list[str]]:
+def _split_lines(text: str) -> list[tuple[str, str]]:
+    if not text:
+        return []
     lines = text.split("\r\n")
     if len(lines) != text.count("\n") + 1:
         lines = [line.rstrip("\r") for line in text.split("\n")]  # bare LF line ends
     items: list[tuple[str, str]] = []
-    lengths: list[str] = []
+    append = items.append
     cache = _NAME_CACHE
-    it = iter(lines)
-    start = next(it)
-    for line in it:
+    for line in lines:
         name, sep, value = line.partition(":")
         info = cache.get(name) or name_info(name)
         if not sep:
             raise SIPParseError(f"malformed header line {line[:60]!r}")
-        value = value.strip(" \t")  # LWS only: NBSP, U+0085 ... belong to the value
-        if info[0] == _CONTENT_LENGTH_KEY:
-            lengths.append(value)
-        items.append((info[1], value))
-    headers = Headers.__new__(Headers)
-    headers._items = items
-    headers._index = None
-    return start, headers, lengths
+        append((info[1], value.strip(" \t")))  # LWS only: NBSP, U+0085 ... are value
+    return items
 
 
 def _parse_start(start: str, headers: Headers) -> Message:
@@ -613,8 +649,15 @@ def parse_message(
         # A datagram may end right after the last header line (RFC 5118 archive files).
         head = head.rstrip(b"\r\n")
         rest = b""
-    start, headers, values = _start_line_and_headers(head)
-    msg = _parse_start(start, headers)
+    text = head.decode("utf-8", "surrogateescape")
+    start, _, header_text = text.partition("\n")
+    msg = _parse_start(start.rstrip("\r"), Headers.from_wire(header_text))
+    # Framing needs Content-Length now; everything else is split on first use.
+    values = _CL_TEXT_RE.findall(text)
+    if values and not all(v.strip(" \t\r").isdigit() for v in values):
+        msg.headers.validate()  # a folded value, or a real error: let the full split decide
+        values = msg.headers.get_lines("Content-Length")
+    values = [v.strip(" \t\r") for v in values]
     if values:
         if len(set(values)) > 1:
             raise SIPParseError("conflicting Content-Length values")

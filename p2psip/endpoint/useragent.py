@@ -459,7 +459,7 @@ class UserAgentCore:
         try:
             response = self.build_response(request, status, reason, headers)
         except SIPParseError:
-            data = request.to_bytes()
+            data = request.head_bytes()
             fallback = error_response_for(data, status, reason, self.config.user_agent)
             if fallback is None:
                 return

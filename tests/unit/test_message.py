@@ -713,9 +713,17 @@ def test_conflicting_content_length() -> None:
     ],
 )
 def test_start_line_and_header_errors(data: bytes, status: int) -> None:
+    # Header lines are split lazily: a malformed one raises when the headers are first
+    # used, at the latest from headers.validate() (which Request.check() implies).
     with pytest.raises(SIPParseError) as excinfo:
-        parse_message(data)
+        parse_message(data).headers.validate()
     assert excinfo.value.status == status
+
+
+def test_malformed_header_line_fails_the_request_check() -> None:
+    message = parse_message(b"OPTIONS sip:a@b SIP/2.0\r\nNo colon here\r\n\r\n")
+    with pytest.raises(SIPParseError):
+        message.check()
 
 
 @pytest.mark.parametrize(

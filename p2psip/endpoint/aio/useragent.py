@@ -437,7 +437,7 @@ class UserAgent:
         self, message: Request | Response, source: TransportAddress, local: TransportAddress
     ) -> None:
         if self.trace is not None:
-            self.trace("in", message.to_bytes(), source)
+            self.trace("in", message.head_bytes() + message.body, source)
         self.core.receive_message(message, source, self.now())
         self._flush()
 
