@@ -57,3 +57,19 @@ class RegistrationError(P2PSIPError):
         super().__init__(message)
         self.status = status
         self.reason = reason
+
+
+class LocatorError(P2PSIPError):
+    """An address-of-record could not be resolved (base of the locator errors)."""
+
+
+class NotFound(LocatorError):
+    """No locator knows the address-of-record."""
+
+
+class RecordRefused(LocatorError):
+    """A record was found but failed verification (bad signature, wrong key, expired...)."""
+
+
+class OverlayUnreachable(LocatorError):
+    """No overlay node answered (bootstrap failed or every contact is dead)."""

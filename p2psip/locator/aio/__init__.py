@@ -1,0 +1,1 @@
+"""asyncio front ends of the locators."""
