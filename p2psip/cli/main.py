@@ -7,6 +7,7 @@ import asyncio
 import sys
 
 from p2psip.cli import demo, uas
+from p2psip.errors import P2PSIPError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(runner(args))
     except KeyboardInterrupt:
         return 130
+    except (P2PSIPError, OSError, ValueError) as error:
+        print(f"p2psip {args.command}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

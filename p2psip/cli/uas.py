@@ -159,12 +159,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def split_hostport(text: str) -> tuple[str, int]:
-    """``127.0.0.1:5060`` / ``[::1]:5060`` -> (host, port)."""
+    """``127.0.0.1:5060`` / ``[::1]:5060`` -> (host, port).
+
+    Raises:
+        ValueError: with a one-line explanation.
+    """
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
-        return host, int(rest.lstrip(":") or 5060)
-    host, _, port = text.rpartition(":")
-    return host, int(port)
+        port_text = rest.lstrip(":") or "5060"
+    else:
+        host, _, port_text = text.rpartition(":")
+    if not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:5060 or [::1]:5060), got {text!r}")
+    return host, int(port_text)
 
 
 async def run(args: argparse.Namespace) -> int:
