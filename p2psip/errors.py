@@ -73,3 +73,19 @@ class RecordRefused(LocatorError):
 
 class OverlayUnreachable(LocatorError):
     """No overlay node answered (bootstrap failed or every contact is dead)."""
+
+
+class IdentityError(P2PSIPError):
+    """An identity key could not be generated, saved, loaded or used."""
+
+
+class InsecureKeyFileError(IdentityError):
+    """A private key file is accessible to group or others (its mode is not 0600)."""
+
+
+class RecordError(P2PSIPError, ValueError):
+    """An overlay record (AoR record, device entry, AoR certificate) is malformed or invalid."""
+
+
+class InvalidAoR(RecordError):
+    """A string is not a usable address-of-record (``sip:user@host``)."""
