@@ -1,0 +1,1 @@
+"""asyncio adapters of the overlay layer (sockets, tasks and timers live here)."""
