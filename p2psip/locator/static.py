@@ -14,6 +14,7 @@ from pathlib import Path
 
 from p2psip.errors import LocatorError, NotFound
 from p2psip.locator.base import LocatedContact, normalize_aor_text
+from p2psip.locator.rfc3263 import parse_sip_target
 
 __all__ = ["StaticLocator", "contact_from_uri"]
 
@@ -21,37 +22,18 @@ _DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
 
 def contact_from_uri(uri: str, priority: int = 0, source: str = "static") -> LocatedContact:
-    """A :class:`LocatedContact` from a contact URI with a numeric host.
+    """A :class:`LocatedContact` from a contact URI (RFC 3261 §19.1 / RFC 3263 §4.1 defaults:
+    UDP for ``sip:``, TLS for ``sips:``, ports 5060/5061).
 
     Raises:
         LocatorError: when the URI has no usable host.
     """
-    text = uri.strip().strip("<>")
-    scheme, colon, rest = text.partition(":")
-    scheme = scheme.lower()
-    if not colon or scheme not in ("sip", "sips"):
-        raise LocatorError(f"not a SIP contact URI: {uri!r}")
-    params = {}
-    hostpart, _, ptext = rest.partition(";")
-    for item in ptext.split(";") if ptext else ():
-        name, _, value = item.partition("=")
-        params[name.lower()] = value.lower()
-    hostport = hostpart.rpartition("@")[2]
-    if hostport.startswith("["):
-        end = hostport.find("]")
-        host, port_text = hostport[1:end], hostport[end + 2 :]
-    else:
-        host, _, port_text = hostport.partition(":")
-    if not host:
-        raise LocatorError(f"contact URI without host: {uri!r}")
-    transport = params.get("transport") or ("tls" if scheme == "sips" else "udp")
-    if not port_text:
-        port = _DEFAULT_PORTS.get(transport, 5060)
-    elif port_text.isdigit() and int(port_text) <= 65535:
-        port = int(port_text)
-    else:
-        raise LocatorError(f"bad port in contact URI: {uri!r}")
-    return LocatedContact(text, transport, host, port, priority, source)
+    target = parse_sip_target(uri)
+    transport = target.transport or ("tls" if target.secure else "udp")
+    port = target.port if target.port is not None else _DEFAULT_PORTS.get(transport, 5060)
+    return LocatedContact(
+        uri.strip().strip("<>"), transport, target.destination, port, priority, source
+    )
 
 
 class StaticLocator:
