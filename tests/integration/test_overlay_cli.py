@@ -114,3 +114,24 @@ def test_static_lookup(tmp_path: Path) -> None:
     )
     assert found.returncode == 0, found.stderr
     assert json.loads(found.stdout)[0]["port"] == 5080
+
+
+async def test_bonjour_lookup_finds_a_published_aor() -> None:
+    import asyncio
+
+    from p2psip.locator.aio.bonjour import BonjourLocator
+    from p2psip.locator.static import contact_from_uri
+
+    publisher = await BonjourLocator.start(interfaces=["127.0.0.1"], probe=False)
+    try:
+        await publisher.publish(
+            "sip:dora@lan.example", [contact_from_uri("sip:dora@127.0.0.1:5095")]
+        )
+        found = await asyncio.to_thread(
+            p2psip, "lookup", "sip:dora@lan.example", "--locator", "bonjour", "--json"
+        )
+        assert found.returncode == 0, found.stderr
+        [entry] = json.loads(found.stdout)
+        assert (entry["host"], entry["port"], entry["source"]) == ("127.0.0.1", 5095, "bonjour")
+    finally:
+        await publisher.close()
