@@ -86,7 +86,6 @@ LIST_HEADERS = frozenset(
         "P-Asserted-Identity", "Privacy", "Accept-Contact", "Reject-Contact",
     )
 )  # fmt: skip
-SINGLE_HEADERS = frozenset(("call-id", "to", "from", "cseq", "max-forwards", "content-length"))
 
 
 def canonical_name(name: str) -> str:

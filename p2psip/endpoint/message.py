@@ -29,6 +29,7 @@ from p2psip.endpoint.uri import URI, parse_uri
 from p2psip.errors import MessageTooLarge, SIPParseError
 
 __all__ = [
+    "KNOWN_METHODS",
     "REASON_PHRASES",
     "Headers",
     "Message",
@@ -69,7 +70,7 @@ _FOLD_FIND_RE = re.compile(r"\n[ \t]")
 _METHOD_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _CONTENT_LENGTH_KEY = "content-length"
 _CL_TEXT_RE = re.compile(r"\n(?:content-length|l)[ \t]*:([^\n]*)", re.IGNORECASE)
-_COMMON_METHODS = frozenset(
+KNOWN_METHODS = frozenset(
     ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "MESSAGE", "INFO", "PRACK",
      "UPDATE", "SUBSCRIBE", "NOTIFY", "PUBLISH", "REFER")
 )  # fmt: skip
@@ -603,7 +604,7 @@ def _parse_start(start: str, headers: Headers) -> Message:
     if len(parts) != 3 or not all(parts):
         raise SIPParseError(f"malformed request line {start[:80]!r}")
     method, uri_text, version = parts
-    if method not in _COMMON_METHODS and not _METHOD_RE.match(method):
+    if method not in KNOWN_METHODS and not _METHOD_RE.match(method):
         raise SIPParseError(f"invalid method {method[:40]!r}")
     if version != SIP_VERSION:
         if version.startswith("SIP/"):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from p2psip.endpoint.addresses import DEFAULT_PORTS, TransportAddress
 from p2psip.endpoint.headers import _NAME_CACHE, canonical_name, name_info
-from p2psip.endpoint.message import Headers, Request, Response, _split_head, parse_message
+from p2psip.endpoint.message import KNOWN_METHODS, Headers, Request, Response, _split_head
 from p2psip.endpoint.transaction import (
     CancelReceived,
     ClientTransaction,
@@ -48,11 +48,6 @@ __all__ = [
     "UserAgentEvent",
     "random_token",
 ]
-
-KNOWN_METHODS = frozenset(
-    ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "MESSAGE", "INFO", "PRACK",
-     "UPDATE", "SUBSCRIBE", "NOTIFY", "PUBLISH", "REFER")
-)  # fmt: skip
 
 
 def random_token(rng: random.Random, length: int = 16) -> str:
@@ -583,7 +578,7 @@ class UserAgentCore:
             elif isinstance(event, StrayResponseReceived):
                 response = event.response
                 if response.cseq.method == "INVITE" and 200 <= response.status < 300:
-                    self._events.append(_StrayTwoXX(response, event.source))
+                    self._events.append(StrayTwoXXReceived(response, event.source))
             elif isinstance(event, TransactionTimedOut):
                 tx = event.transaction
                 if isinstance(tx, ClientTransaction):
@@ -601,14 +596,11 @@ class UserAgentCore:
 
 
 @dataclass(frozen=True)
-class _StrayTwoXX(UserAgentEvent):
+class StrayTwoXXReceived(UserAgentEvent):
     """A 2xx to INVITE that matched no transaction (retransmission or forked answer)."""
 
     response: Response
     source: TransportAddress
-
-
-StrayTwoXXReceived = _StrayTwoXX
 
 
 def error_response_for(
@@ -668,8 +660,3 @@ def _stateless_destination(
         return source
     port = via.port or DEFAULT_PORTS.get(source.transport, 5060)
     return TransportAddress(source.transport, source.host, port)
-
-
-def parse_datagram(data: bytes) -> Request | Response:
-    """Parse one UDP datagram (a thin alias kept for adapters)."""
-    return parse_message(data, datagram=True)

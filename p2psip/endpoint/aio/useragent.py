@@ -40,7 +40,7 @@ from p2psip.errors import (
     TransportError,
 )
 
-__all__ = ["CallFailed", "IncomingCall", "OutgoingCall", "ServerRequest", "UserAgent"]
+__all__ = ["CallFailed", "OutgoingCall", "ServerRequest", "UserAgent"]
 
 
 class CallFailed(P2PSIPError):
@@ -108,7 +108,6 @@ class ServerRequest:
         return response
 
 
-IncomingCall = ServerRequest
 Handler = Callable[[ServerRequest], Awaitable[None] | None]
 
 
