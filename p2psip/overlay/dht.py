@@ -33,7 +33,6 @@ from __future__ import annotations
 import enum
 import functools
 import hashlib
-import heapq
 import ipaddress
 import json
 import logging
@@ -287,12 +286,13 @@ class DHTConfig:
     Args:
         ksize: k, the bucket size and the replica count (Kademlia paper §2.2).
         alpha: lookups in flight at once.
-        rpc_timeout: seconds to wait for an answer before resending. 0.5 s, the RFC 3261 T1
-            estimate of an Internet RTT, instead of the package's fixed 5 s: with 30 % of the
-            nodes gone the stock gets took 5 s median; a lookup here also stops waiting for a
-            node after its first timeout (it is marked slow and the next one is asked).
+        rpc_timeout: seconds to wait for an answer to a resend, and the most the first send
+            waits (0.5 s, the RFC 3261 T1 estimate of an Internet RTT, instead of the package's
+            fixed 5 s: with 30 % of the nodes gone the stock gets took 5 s median). The first
+            send waits the adaptive RTT-based timeout (``min_rpc_timeout`` .. ``rpc_timeout``);
+            then a lookup stops waiting for that node (it is marked slow, the next one is asked).
         rpc_retries: resends before an RPC fails (same message id, so a late answer to the
-            first send still counts): a contact is unreachable after
+            first send still counts): a contact is unreachable after at most
             ``(1 + rpc_retries) * rpc_timeout`` = 1.5 s.
         max_failures: consecutive failed RPCs (each already retried) before a contact is
             evicted; one lost datagram never evicts.
@@ -303,6 +303,12 @@ class DHTConfig:
         welcome_interval: a contact handed our values is not handed them again within this time.
         ping_interval: at most one ping of a full bucket's head per bucket per interval.
         max_handover_tasks: handovers running at once (more new contacts are not welcomed).
+        value_quorum: a value lookup ends once this many replicas answered a value that the
+            reader's check accepts (:class:`Lookup`); 0 reads all k replicas.
+        min_rpc_timeout: lower bound of the adaptive first-send timeout (:class:`RttEstimator`);
+            later resends wait ``rpc_timeout``.
+        suspect_time: a contact whose first send timed out is skipped by other lookups for
+            this long, unless it is heard from again.
         socket_buffer: SO_RCVBUF/SO_SNDBUF asked for (bytes, 0 = system default): answers to
             parallel lookups arrive in bursts.
         limits: storage bounds.
@@ -319,6 +325,9 @@ class DHTConfig:
     welcome_interval: float = 600.0
     ping_interval: float = 2.0
     max_handover_tasks: int = 32
+    value_quorum: int = 3
+    min_rpc_timeout: float = 0.05
+    suspect_time: float = 30.0
     socket_buffer: int = 1024 * 1024
     limits: StorageLimits = field(default_factory=StorageLimits)
 
@@ -327,6 +336,8 @@ class DHTConfig:
             raise ValueError("ksize and alpha must be >= 1")
         if self.rpc_timeout <= 0 or self.rpc_retries < 0 or self.max_failures < 1:
             raise ValueError("rpc_timeout > 0, rpc_retries >= 0 and max_failures >= 1 required")
+        if not 0 < self.min_rpc_timeout <= self.rpc_timeout or self.value_quorum < 0:
+            raise ValueError("0 < min_rpc_timeout <= rpc_timeout and value_quorum >= 0 required")
 
 
 @dataclass
@@ -735,13 +746,27 @@ class RoutingTable:
         nothing although the table was full: upstream #51/#28).
         """
         t = target if isinstance(target, int) else int.from_bytes(target, "big")
-        candidates = (
-            slot.contact
-            for bucket in self.buckets
-            for slot in bucket.slots.values()
-            if slot.contact.node_id != exclude
+        k = k or self.ksize
+        # Buckets come from halving splits, so each is the set of ids with one prefix: the XOR
+        # distances from t to one bucket form an aligned interval, and the intervals of two
+        # buckets never overlap. Visiting buckets by their smallest distance and sorting inside
+        # each gives the exact order while touching only the few buckets needed.
+        order = sorted(
+            (((b.low ^ t) & ~(b.high - b.low), i) for i, b in enumerate(self.buckets) if b.slots)
         )
-        return heapq.nsmallest(k or self.ksize, candidates, key=lambda c: c.int_id ^ t)
+        out: list[Contact] = []
+        buckets = self.buckets
+        for _, index in order:
+            found = [
+                slot.contact
+                for slot in buckets[index].slots.values()
+                if slot.contact.node_id != exclude
+            ]
+            found.sort(key=lambda c: c.int_id ^ t)
+            out.extend(found)
+            if len(out) >= k:
+                return out[:k]
+        return out
 
     def mark_lookup(self, target: bytes, now: float) -> None:
         """A lookup for ``target`` happened: its bucket needs no refresh for a while."""
@@ -839,9 +864,26 @@ class Lookup:
     asked among the ``k`` closest is asked at once (paper §2.3: "the initiator resends the
     FIND_NODE to all of the k closest nodes it has not already queried"), so dead contacts
     cost one timeout, not one per ``alpha`` of them. The lookup ends when the ``k`` closest
-    contacts not failed or slow have all answered. A value lookup keeps going after the first
-    value: :attr:`values` holds every ``(contact, value)`` answered, so readers merge them (no
-    majority vote, no "first answer wins").
+    contacts not failed or slow have all answered.
+
+    A value lookup does not stop at the first value (a stale or forged copy must not win):
+    :attr:`values` holds every ``(contact, value)`` answered, so readers merge them. With
+    ``value_quorum`` it ends as soon as that many values passed ``value_check`` (the reader's
+    own verification, e.g. signatures): the closest replicas answer first, so this reads the
+    newest record at the cost of a few RPCs instead of all ``k``.
+
+    Args:
+        target: the 20-byte id looked up.
+        seeds: contacts to start from (usually the routing table's closest).
+        own_id: our id (never asked).
+        ksize: width of the result.
+        alpha: queries in flight at once.
+        value_quorum: end once this many checked values were answered (None: full lookup).
+        value_check: ``value_check(value) -> bool``; values failing it are kept in
+            :attr:`values` but do not count towards the quorum. Default: every value counts.
+        skip: ``skip(contact) -> True`` for contacts known dead or unresponsive: recorded as
+            failed, never asked.
+        local_value: a copy this node holds itself (counts towards the quorum when it checks).
     """
 
     def __init__(
@@ -852,32 +894,62 @@ class Lookup:
         own_id: bytes,
         ksize: int = 20,
         alpha: int = 3,
+        value_quorum: int | None = None,
+        value_check: Callable[[bytes], bool] | None = None,
+        skip: Callable[[Contact], bool] | None = None,
+        local_value: bytes | None = None,
     ) -> None:
         self.target = target
         self._t = int.from_bytes(target, "big")
         self.own_id = own_id
         self.ksize = ksize
         self.alpha = alpha
+        self.value_quorum = value_quorum
+        self._check = value_check
+        self._skip = skip
         self._state: dict[bytes, _Query] = {}
         self._contacts: dict[bytes, Contact] = {}
+        self._depth: dict[bytes, int] = {}
         self._order: list[tuple[int, bytes]] = []  # (distance, id), kept sorted
         self.values: list[tuple[Contact, bytes]] = []
+        #: values that passed ``value_check`` (the local copy included)
+        self.good_values = 0
+        #: RPCs sent (contacts asked)
         self.queries = 0
+        #: answers received
+        self.answers = 0
+        self._value_hops: int | None = None
         self._stale_answers = 0  # answers in a row that found nobody closer
-        self._add(seeds)
+        if local_value is not None and self._passes(local_value):
+            self.good_values += 1
+            self._value_hops = 0
+        self._add(seeds, 1)
 
-    def _add(self, contacts: Iterable[Contact]) -> bool:
+    def _passes(self, value: bytes) -> bool:
+        if self._check is None:
+            return True
+        try:
+            return bool(self._check(value))
+        except Exception:  # a value from a peer that chokes the checker does not count
+            return False
+
+    def _add(self, contacts: Iterable[Contact], depth: int) -> bool:
         """Add new candidates; True when one is closer than every candidate known before."""
         best = self._order[0][0] if self._order else None
         closer = False
         added = False
         for c in contacts:
-            if c.node_id == self.own_id or c.node_id in self._state:
+            node_id = c.node_id
+            if node_id == self.own_id or node_id in self._state:
                 continue
-            self._state[c.node_id] = _Query.PENDING
-            self._contacts[c.node_id] = c
+            self._contacts[node_id] = c
+            self._depth[node_id] = depth
+            if self._skip is not None and self._skip(c):
+                self._state[node_id] = _Query.FAILED
+                continue
+            self._state[node_id] = _Query.PENDING
             distance = c.int_id ^ self._t
-            self._order.append((distance, c.node_id))
+            self._order.append((distance, node_id))
             added = True
             closer = closer or best is None or distance < best
         if added:
@@ -887,8 +959,9 @@ class Lookup:
     def _window(self) -> list[bytes]:
         """The ``k`` closest contacts still in consideration."""
         window = []
+        state = self._state
         for _, node_id in self._order:
-            if self._state[node_id] not in (_Query.FAILED, _Query.SLOW):
+            if state[node_id] is not _Query.FAILED and state[node_id] is not _Query.SLOW:
                 window.append(node_id)
                 if len(window) == self.ksize:
                     break
@@ -896,6 +969,8 @@ class Lookup:
 
     def next_queries(self) -> list[Contact]:
         """Contacts to ask now (marked waiting)."""
+        if self.done:
+            return []
         waiting = sum(1 for s in self._state.values() if s is _Query.WAITING)
         limit = self.ksize if self._stale_answers >= self.alpha else self.alpha
         out = []
@@ -911,7 +986,23 @@ class Lookup:
 
     @property
     def done(self) -> bool:
+        if self.value_quorum is not None and self.good_values >= self.value_quorum:
+            return True
         return all(self._state[i] is _Query.ANSWERED for i in self._window())
+
+    @property
+    def hops(self) -> int:
+        """Sequential RPC rounds to the result: a seed is 1 hop, a contact it named 2, ...
+
+        For a value lookup, the hops to the first checked value (0 when we hold it); else to
+        the closest contact that answered (0 when none did).
+        """
+        if self._value_hops is not None:
+            return self._value_hops
+        for _, node_id in self._order:
+            if self._state[node_id] is _Query.ANSWERED:
+                return self._depth[node_id]
+        return 0
 
     def answered(
         self, node_id: bytes, contacts: Iterable[Contact] = (), value: bytes | None = None
@@ -920,9 +1011,15 @@ class Lookup:
         if self._state.get(node_id) not in (_Query.WAITING, _Query.SLOW):
             return
         self._state[node_id] = _Query.ANSWERED
+        self.answers += 1
+        depth = self._depth[node_id]
         if value is not None:
             self.values.append((self._contacts[node_id], value))
-        if self._add(contacts):
+            if self._passes(value):
+                self.good_values += 1
+                if self._value_hops is None:
+                    self._value_hops = depth
+        if self._add(contacts, depth + 1):
             self._stale_answers = 0
         else:
             self._stale_answers += 1
@@ -947,6 +1044,50 @@ class Lookup:
                 if len(out) == self.ksize:
                     break
         return out
+
+
+class RttEstimator:
+    """Smoothed round-trip time and retransmission timeout (RFC 6298 §2), sans-IO.
+
+    The first send of an RPC waits :attr:`timeout` before the lookup stops waiting for the
+    contact and resends: on a LAN or loopback that is a few milliseconds instead of a fixed
+    half second, so a vanished contact costs little; on the Internet it follows the paths'
+    RTTs. Only answers to a first send are sampled (Karn's rule, RFC 6298 §3).
+
+    Args:
+        initial: the timeout before any sample (RFC 6298 §2.1 says 1 s; the DHT's
+            ``rpc_timeout``).
+        minimum: lower bound of the timeout (RFC 6298 §2.4 says 1 s for TCP; a datagram RPC
+            whose late answer still counts can afford less).
+        maximum: upper bound.
+    """
+
+    ALPHA = 1 / 8
+    BETA = 1 / 4
+    K = 4
+
+    def __init__(self, initial: float, minimum: float, maximum: float) -> None:
+        self.minimum = minimum
+        self.maximum = maximum
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self._timeout = min(max(initial, minimum), maximum)
+
+    @property
+    def timeout(self) -> float:
+        return self._timeout
+
+    def sample(self, rtt: float) -> None:
+        """Add one measured round trip (seconds)."""
+        if rtt < 0:
+            return
+        if self.srtt is None:  # §2.2
+            self.srtt = rtt
+            self.rttvar = rtt / 2
+        else:  # §2.3
+            self.rttvar = (1 - self.BETA) * self.rttvar + self.BETA * abs(self.srtt - rtt)
+            self.srtt = (1 - self.ALPHA) * self.srtt + self.ALPHA * rtt
+        self._timeout = min(max(self.srtt + self.K * self.rttvar, self.minimum), self.maximum)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -120,8 +120,39 @@ async def test_get_merges_every_replica_not_a_majority(network: Factory) -> None
     replica = holders(nodes, key)[-1]
     replica.storage.offer(dht_key(key), b"2 new", time.time())
     reader = next(n for n in nodes if n not in holders(nodes, key))
-    assert sorted(await reader.get_values(key)) == [b"1 old"] * (K - 1) + [b"2 new"]
-    assert await reader.get(key) == b"2 new"  # default read validator: newest, not majority
+    # quorum=0: a full read of all k replicas
+    assert sorted(await reader.get_values(key, quorum=0)) == [b"1 old"] * (K - 1) + [b"2 new"]
+    # the default read stops after the closest replicas answered
+    assert len(await reader.get_values(key)) == CONFIG.value_quorum
+
+
+async def test_value_read_stops_after_a_quorum_of_checked_values(network: Factory) -> None:
+    nodes = await network(30)
+    key = "sip:erin@p2p.example"
+    assert await nodes[0].set(key, b"good") == K
+    # the three replicas closest to the key hold a value the reader's check refuses
+    dkey = dht_key(key)
+    closest = k_closest(nodes, key)[:3]
+    for node in closest:
+        node.storage.remove(dkey)
+        node.storage.offer(dkey, b"forged", time.time())
+    reader = next(n for n in nodes if n not in holders(nodes, key))
+    full = await reader.lookup(key, find_value=True, quorum=0)
+    quick = await reader.lookup(key, find_value=True, check=lambda v: v == b"good")
+    assert quick.good_values == CONFIG.value_quorum
+    # forged copies are returned for the reader to see, but did not count
+    assert sum(v == b"good" for _, v in quick.values) == CONFIG.value_quorum
+    assert quick.queries <= full.queries
+    assert 1 <= quick.hops <= full.queries
+    plain = await reader.lookup(key, find_value=True)  # no check: the forged copies count
+    assert plain.good_values == CONFIG.value_quorum
+    assert plain.answers < full.answers
+
+    # a check that raises on a hostile value counts it as not passing
+    def boom(value: bytes) -> bool:
+        raise ValueError("hostile")
+
+    assert (await reader.lookup(key, find_value=True, check=boom)).good_values == 0
 
 
 async def test_value_is_handed_to_a_late_joiner_close_to_the_key(network: Factory) -> None:

@@ -9,6 +9,7 @@ entry per device and returns its contacts with the verified key.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from pathlib import Path
@@ -111,6 +112,30 @@ class DHTLocator:
         self.known_keys: dict[str, bytes] = {}
         self._seq: dict[str, int] = {}
 
+    @staticmethod
+    def node_arguments(
+        policy: RecordPolicy,
+        *,
+        config: DHTConfig | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> dict[str, object]:
+        """Keyword arguments of a :class:`DHTNode` that stores and serves signed AoR records.
+
+        For embedding the locator in your own node set-up (simulations pass a seeded ``rng``
+        and a virtual ``clock``): ``DHTLocator(DHTNode(**DHTLocator.node_arguments(p)), ...)``.
+        """
+        args: dict[str, object] = {
+            "config": config,
+            "validator": records_validator(policy, {}),
+            "expires_of": _record_expiry,
+        }
+        if rng is not None:
+            args["rng"] = rng
+        if clock is not None:
+            args["clock"] = clock
+        return args
+
     @classmethod
     async def start(
         cls,
@@ -133,12 +158,7 @@ class DHTLocator:
             OverlayUnreachable: bootstrap addresses were given and none answered.
         """
         policy = policy or RecordPolicy.open()
-        pins: dict[str, bytes] = {}
-        node_args = {
-            "config": config,
-            "validator": records_validator(policy, pins),
-            "expires_of": _record_expiry,
-        }
+        node_args = cls.node_arguments(policy, config=config)
         if state_path is not None and Path(state_path).exists():
             node = DHTNode.load_state(state_path, **node_args)  # type: ignore[arg-type]
         else:
@@ -169,11 +189,17 @@ class DHTLocator:
             norm = normalize_aor(aor)
         except RecordError as error:
             raise LocatorError(str(error)) from error
-        values = await self.node.get_values(_application_key(norm))
-        if not values:
-            raise NotFound(f"{norm}: no record in the overlay")
         now = self.clock()
         pinned = self.known_keys.get(norm)
+
+        def verifies(value: bytes) -> bool:
+            # the lookup ends once enough replicas answered a copy that verifies: forged,
+            # stale-keyed or expired copies do not count (they cannot end a read early)
+            return bool(select_valid(value, now, norm, pinned, self.policy))
+
+        values = await self.node.get_values(_application_key(norm), check=verifies)
+        if not values:
+            raise NotFound(f"{norm}: no record in the overlay")
         newest: dict[str, DeviceEntry] = {}
         keys_seen: dict[bytes, int] = {}
         for value in values:

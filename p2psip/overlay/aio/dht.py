@@ -40,7 +40,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
-import umsgpack
+import msgpack
 from kademlia.network import Server
 from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
@@ -57,6 +57,7 @@ from p2psip.overlay.dht import (
     ReadValidator,
     RoutingState,
     RoutingTable,
+    RttEstimator,
     StateFileError,
     StoreValidator,
     ValueStore,
@@ -86,6 +87,16 @@ _ARITY = {"ping": 1, "store": 3, "find_node": 2, "find_value": 2}
 _MAX_WELCOMED = 10_000
 #: upper bound of one packed (id, ip, port) triple: 22 + 41 + 3 bytes, plus array header
 _CONTACT_WIRE_BYTES = 70
+
+
+def _pack(obj: object) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _unpack(data: bytes) -> object:
+    # The C msgpack codec (same wire format as rpcudp's u-msgpack: str as str, bytes as bin)
+    # at a tenth of the pure-Python cost. Sizes are bounded by the datagram already.
+    return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
 
 
 class _Drop:
@@ -144,15 +155,15 @@ class DHTProtocol(KademliaProtocol):
                 normalise_host(addr[0]) != expected[0] or addr[1] != expected[1]
             ):
                 return  # an answer must come from where the request went
-            payload = umsgpack.unpackb(data[_HEADER:])
+            payload = _unpack(data[_HEADER:])
             if not future.done():
                 future.set_result(payload)
         elif kind == _REQUEST:
-            answer = self._dispatch(umsgpack.unpackb(data[_HEADER:]), addr)
+            answer = self._dispatch(_unpack(data[_HEADER:]), addr)
             if answer is _DROP:
                 self._node.stats.malformed_datagrams += 1
                 return
-            packed = umsgpack.packb(answer)
+            packed = _pack(answer)
             if len(packed) <= MAX_PAYLOAD and self.transport is not None:
                 self.transport.sendto(bytes([_RESPONSE]) + msg_id + packed, addr)
         else:
@@ -240,6 +251,8 @@ class DHTProtocol(KademliaProtocol):
     def _seen(self, contact: Contact) -> None:
         if self._node.family is not None and contact.family != self._node.family:
             return
+        if self._node._suspects:
+            self._node._suspects.pop(contact.address, None)
         touched = self.router.touch(contact, self._node.clock())
         if touched.added:
             self._node._welcome(contact)
@@ -295,7 +308,7 @@ class DHTProtocol(KademliaProtocol):
         Returns:
             ``(True, answer)`` or ``(False, None)`` when no answer came.
         """
-        packed = umsgpack.packb([method, list(args)])
+        packed = _pack([method, list(args)])
         if len(packed) > MAX_PAYLOAD:
             raise ValueError(f"{method} request of {len(packed)} bytes exceeds {MAX_PAYLOAD}")
         rng = self._node.rng
@@ -306,23 +319,32 @@ class DHTProtocol(KademliaProtocol):
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._outstanding[msg_id] = (future, address)
         stats = self._node.stats
+        loop = asyncio.get_running_loop()
+        node = self._node
         try:
             for attempt in range(1 + self._config.rpc_retries):
                 if self.transport is None or self.transport.is_closing():
                     break
+                sent_at = loop.time()
                 self.transport.sendto(datagram, address)
                 if attempt:
                     stats.retransmissions += 1
+                    wait = self._config.rpc_timeout
                 else:
                     stats.requests_sent += 1
-                done, _ = await asyncio.wait((future,), timeout=self._config.rpc_timeout)
+                    wait = node.rtt.timeout
+                done, _ = await asyncio.wait((future,), timeout=wait)
                 if done:
                     answer = future.result()
                     if answer is _CLOSED:
                         break
+                    if attempt == 0:  # Karn: only an answer to a single send is a sample
+                        node.rtt.sample(loop.time() - sent_at)
                     return (True, answer)
-                if attempt == 0 and on_slow is not None:
-                    on_slow()
+                if attempt == 0:
+                    node._suspect(address)
+                    if on_slow is not None:
+                        on_slow()
         finally:
             self._outstanding.pop(msg_id, None)
         stats.rpc_failures += 1
@@ -490,6 +512,12 @@ class DHTNode:
         self._welcomed: OrderedDict[bytes, float] = OrderedDict()
         self._handovers = 0
         self._stopped = False
+        #: adaptive first-send timeout of our RPCs
+        self.rtt = RttEstimator(
+            self.config.rpc_timeout, self.config.min_rpc_timeout, self.config.rpc_timeout
+        )
+        # addresses whose first send timed out -> until when lookups skip them
+        self._suspects: OrderedDict[tuple[str, int], float] = OrderedDict()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -628,7 +656,32 @@ class DHTNode:
 
     # -- lookups --------------------------------------------------------------------------
 
-    async def _lookup(self, target: bytes, *, find_value: bool, width: int | None = None) -> Lookup:
+    def _suspect(self, address: tuple[str, int]) -> None:
+        """The first send to ``address`` timed out: other lookups skip it for a while."""
+        self._suspects[address] = self.clock() + self.config.suspect_time
+        self._suspects.move_to_end(address)
+        while len(self._suspects) > _MAX_WELCOMED:
+            self._suspects.popitem(last=False)
+
+    def _is_suspect(self, contact: Contact) -> bool:
+        until = self._suspects.get(contact.address)
+        if until is None:
+            return False
+        if until < self.clock():
+            del self._suspects[contact.address]
+            return False
+        return True
+
+    async def _lookup(
+        self,
+        target: bytes,
+        *,
+        find_value: bool,
+        width: int | None = None,
+        value_quorum: int | None = None,
+        value_check: Callable[[bytes], bool] | None = None,
+        local_value: bytes | None = None,
+    ) -> Lookup:
         config = self.config
         self.router.mark_lookup(target, self.clock())
         lookup = Lookup(
@@ -637,6 +690,10 @@ class DHTNode:
             own_id=self.node_id,
             ksize=width or config.ksize,
             alpha=config.alpha,
+            value_quorum=value_quorum,
+            value_check=value_check,
+            skip=self._is_suspect if self._suspects else None,
+            local_value=local_value,
         )
         events: asyncio.Queue[tuple[str, bytes, list[Contact], bytes | None]] = asyncio.Queue()
         in_flight = 0
@@ -665,6 +722,8 @@ class DHTNode:
                 if self._spawn(ask(contact)) is not None:
                     in_flight += 1
             if lookup.done or in_flight == 0:
+                # RPCs still in flight finish in their own tasks (their answers still feed
+                # the routing table); the lookup does not wait for them.
                 return lookup
             kind, node_id, contacts, value = await events.get()
             if kind == "slow":
@@ -676,17 +735,60 @@ class DHTNode:
             else:
                 lookup.failed(node_id)
 
+    async def lookup(
+        self,
+        key: bytes | str,
+        *,
+        find_value: bool = False,
+        quorum: int | None = None,
+        check: Callable[[bytes], bool] | None = None,
+    ) -> Lookup:
+        """One network lookup of ``key``, returned whole (values, hops, queries, closest).
+
+        Args:
+            key: application key (hashed with :func:`~p2psip.overlay.dht.dht_key`) or a
+                20-byte DHT key.
+            find_value: FIND_VALUE instead of FIND_NODE.
+            quorum: for a value lookup, stop after this many checked values (default
+                ``config.value_quorum``; 0 reads every replica).
+            check: the reader's verification of one value (see :class:`Lookup`).
+        """
+        dkey = dht_key(key)
+        if not find_value:
+            return await self._lookup(dkey, find_value=False)
+        return await self._value_lookup(dkey, quorum, check)
+
+    async def _value_lookup(
+        self, dkey: bytes, quorum: int | None, check: Callable[[bytes], bool] | None
+    ) -> Lookup:
+        quorum = self.config.value_quorum if quorum is None else quorum
+        return await self._lookup(
+            dkey,
+            find_value=True,
+            value_quorum=quorum or None,
+            value_check=check,
+            local_value=self.storage.get(dkey, self.clock()),
+        )
+
     async def find_nodes(self, key: bytes | str) -> list[Contact]:
         """The k closest live nodes to ``key`` (a network lookup)."""
         return (await self._lookup(dht_key(key), find_value=False)).closest()
 
-    async def get_values(self, key: bytes | str) -> list[bytes]:
-        """Every value of ``key`` the closest replicas answered, our own copy included.
+    async def get_values(
+        self,
+        key: bytes | str,
+        *,
+        quorum: int | None = None,
+        check: Callable[[bytes], bool] | None = None,
+    ) -> list[bytes]:
+        """Values of ``key`` held by the closest replicas, our own copy included.
 
-        A full lookup: it does not stop at the first value and does not vote.
+        The lookup does not stop at the first value and does not vote: it ends once
+        ``quorum`` values passed ``check`` (default ``config.value_quorum``; 0 reads all k
+        replicas) and returns every value it was answered, for the reader to merge.
         """
         dkey = dht_key(key)
-        lookup = await self._lookup(dkey, find_value=True)
+        lookup = await self._value_lookup(dkey, quorum, check)
         values = [value for _, value in lookup.values]
         local = self.storage.get(dkey, self.clock())
         if local is not None:
