@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import signal
 import sys
@@ -23,6 +24,17 @@ def _hostport(text: str) -> tuple[str, int]:
         return split_hostport(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def client_host(bootstrap: list[tuple[str, int]]) -> str:
+    """Where a short-lived publish/lookup node binds: the family of the first bootstrap
+    address (a node speaks one family), loopback when that address is loopback."""
+    if not bootstrap:
+        return "127.0.0.1"
+    ip = ipaddress.ip_address(bootstrap[0][0].split("%", 1)[0])
+    if ip.version == 6:
+        return "::1" if ip.is_loopback else "::"
+    return "127.0.0.1" if ip.is_loopback else "0.0.0.0"
 
 
 def add_overlay_arguments(parser: argparse.ArgumentParser) -> None:
@@ -143,6 +155,7 @@ async def run_publish(args: argparse.Namespace) -> int:
     contacts = [contact_from_uri(uri) for uri in args.contact]
     identity = Identity.load_or_create(args.identity)
     locator = await DHTLocator.start(
+        host=client_host(args.bootstrap),
         bootstrap=args.bootstrap,
         identity=identity,
         device_id=args.device,
@@ -164,7 +177,9 @@ async def _build_locator(args: argparse.Namespace) -> Locator:
     locators: dict[str, Locator] = {}
     kind = args.locator
     if kind in ("dht", "auto") and args.bootstrap:
-        locators["dht"] = await DHTLocator.start(bootstrap=args.bootstrap)
+        locators["dht"] = await DHTLocator.start(
+            host=client_host(args.bootstrap), bootstrap=args.bootstrap
+        )
     if kind == "dht" and "dht" not in locators:
         raise LocatorError("--locator dht needs --bootstrap HOST:PORT")
     if kind in ("bonjour", "auto"):

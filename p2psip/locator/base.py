@@ -7,16 +7,21 @@ answers for their TTL and negative answers for a short time (sans-IO: ``now`` pa
 
 from __future__ import annotations
 
+import string
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+from urllib.parse import quote, unquote
+
+from p2psip.overlay.records import normalize_aor
 
 __all__ = [
     "LocatedContact",
     "Locator",
     "LocatorCache",
     "aor_domain",
+    "display_aor",
     "normalize_aor_text",
 ]
 
@@ -96,24 +101,80 @@ class Locator(Protocol):
 def normalize_aor_text(aor: str) -> str:
     """``alice@Example.COM`` / ``sip:alice@example.com;x=y`` -> ``sip:alice@example.com``.
 
-    The user part keeps its case (RFC 3261 §19.1.4: user comparison is case-sensitive);
-    scheme and host are lower-cased; port, parameters and headers are dropped.
+    An AoR with a user part is normalised exactly as the overlay's signed records are
+    (:func:`p2psip.overlay.records.normalize_aor`: scheme and host lower-cased, the user keeps
+    its case (RFC 3261 §19.1.4) with escapes of unreserved characters decoded; port,
+    parameters and headers dropped), so every locator and the overlay agree on one key per
+    AoR. A bare host (``sip:example.com``, a DNS or static target) is lower-cased the same way.
+
+    Raises:
+        ValueError: not a usable AoR (:class:`~p2psip.errors.InvalidAoR` is a ValueError).
     """
     text = aor.strip()
     if text.startswith("<") and text.endswith(">"):
         text = text[1:-1]
+    text = _wire_form(text)
+    if "@" in text.split(";", 1)[0].split("?", 1)[0]:
+        return normalize_aor(text)
     scheme = "sip"
-    if ":" in text.split("@", 1)[0]:
-        scheme, _, text = text.partition(":")
-        scheme = scheme.lower()
-    text = text.split(";", 1)[0].split("?", 1)[0]
-    user, at, host = text.rpartition("@")
-    if not at:
-        user, host = "", text
+    if ":" in text and not text.startswith("["):
+        head, _, rest = text.partition(":")
+        if head.lower() in ("sip", "sips"):
+            scheme, text = head.lower(), rest
+    host = text.split(";", 1)[0].split("?", 1)[0]
     host = host[: host.find("]") + 1] if host.startswith("[") else host.split(":", 1)[0]
-    if not host:
+    if not host or not host.isascii() or any(c <= " " or c == "\x7f" for c in host):
         raise ValueError(f"not an address-of-record: {aor!r}")
-    return f"{scheme}:{user}@{host.lower()}" if user else f"{scheme}:{host.lower()}"
+    return f"{scheme}:{host.lower()}"
+
+
+#: what an RFC 3261 §25.1 ``user`` may hold unescaped: unreserved / user-unreserved
+_USER_OK = frozenset(string.ascii_letters + string.digits + "-_.!~*'()" + "&=+$,;?/")
+_HEXDIGITS = frozenset(string.hexdigits)
+
+
+def _wire_form(text: str) -> str:
+    """An AoR as typed, in its SIP form: characters a user part may not hold unescaped
+    (non-ASCII, controls, spaces, a ``%`` that starts no escape...) %-escaped as UTF-8
+    (RFC 3261 §19.1.2, §25.1 ``escaped``), and a non-ASCII host in IDNA (RFC 3261 hostnames
+    are ASCII; RFC 3490 ToASCII)."""
+    head, at, hostpart = text.rpartition("@")
+    if not at:
+        head, hostpart = "", text
+    scheme, colon, user = head.partition(":")
+    if not colon or not scheme.isascii() or not scheme.isalpha():
+        scheme, colon, user = "", "", head  # no scheme ("alice@host")
+    out = []
+    for i, char in enumerate(user):
+        if char in _USER_OK or (
+            char == "%" and len(user) > i + 2 and {user[i + 1], user[i + 2]} <= _HEXDIGITS
+        ):
+            out.append(char)
+        else:
+            out.append(quote(char, safe=""))
+    host, sep, tail = hostpart.partition(":")
+    host, semi, params = host.partition(";")
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as error:
+            raise ValueError(f"not an address-of-record: {text!r} ({error})") from None
+    return f"{scheme}{colon}{''.join(out)}{at}{host}{semi}{params}{sep}{tail}"
+
+
+def display_aor(aor: str) -> str:
+    """A normalised AoR as people write it: escapes decoded (UTF-8), IDNA host in Unicode.
+
+    ``sip:j%C3%BCrgen@xn--r8jz45g.jp`` -> ``sip:jürgen@例え.jp``. For display only: the
+    normalised form is what is signed, stored and compared.
+    """
+    scheme, _, rest = aor.partition(":")
+    user, at, host = rest.rpartition("@")
+    try:
+        host = host.encode("ascii").decode("idna") if "xn--" in host.lower() else host
+    except UnicodeError:
+        pass
+    return f"{scheme}:{unquote(user, errors='replace')}{at}{host}"
 
 
 def aor_domain(aor: str) -> str:

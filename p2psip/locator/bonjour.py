@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from p2psip.errors import LocatorError
-from p2psip.locator.base import LocatedContact, normalize_aor_text
+from p2psip.locator.base import LocatedContact, display_aor, normalize_aor_text
 from p2psip.locator.static import contact_from_uri
 
 __all__ = [
@@ -217,8 +217,11 @@ class BonjourAdvert:
                 public_key = base64.b64decode(text["pk"], validate=True)
             except (binascii.Error, ValueError):
                 return None
+        raw_aor = text["aor"]
+        if not raw_aor.isascii() or _TEXT_FORBIDDEN.search(raw_aor):
+            return None  # advertised AoRs are normalised: ASCII, escaped
         try:
-            aor = normalize_aor_text(text["aor"])
+            aor = normalize_aor_text(raw_aor)
         except ValueError:
             return None
         advert = cls(
@@ -295,7 +298,8 @@ def instance_name(aor: str, device_id: str, tag: str = "") -> str:
     hash of the exact inputs. Dots become U+2024 ONE DOT LEADER, see :data:`DOT_STAND_IN`.
     """
     aor = normalize_aor_text(aor)
-    display = aor[4:] if aor.startswith("sip:") else aor
+    readable = display_aor(aor)
+    display = readable[4:] if readable.startswith("sip:") else readable
     inner = f"{device_id}, {tag}" if tag else device_id
     label = f"{_label_text(display)} ({_label_text(inner)})"
     lossless = (

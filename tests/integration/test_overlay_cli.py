@@ -135,3 +135,42 @@ async def test_bonjour_lookup_finds_a_published_aor() -> None:
         assert (entry["host"], entry["port"], entry["source"]) == ("127.0.0.1", 5095, "bonjour")
     finally:
         await publisher.close()
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no ::1 on this machine")
+def test_ipv6_overlay_publish_and_lookup(
+    process_factory: Callable[..., object], free_port: Callable[..., int], tmp_path: Path
+) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    port = free_port("udp", host="::1")
+    argv = [sys.executable, "-m", "p2psip.cli.main", "overlay", "--listen", f"[::1]:{port}"]
+    proc = process_factory(argv, name="overlay6", env=env)
+    proc.wait_for_log(r"listening on udp:\[?::1\]?:", timeout=20)  # type: ignore[attr-defined]
+    boot = f"[::1]:{port}"
+    published = p2psip(
+        "publish",
+        "sip:bob@p2p.example",
+        "--contact",
+        "sip:bob@[::1]:5062",
+        "--identity",
+        str(tmp_path / "bob.key"),
+        "--bootstrap",
+        boot,
+    )
+    assert published.returncode == 0, published.stderr
+    found = p2psip("lookup", "sip:bob@p2p.example", "--bootstrap", boot, "--json")
+    assert found.returncode == 0, found.stderr
+    [entry] = json.loads(found.stdout)
+    assert (entry["host"], entry["port"]) == ("::1", 5062)
+    assert entry["uri"] == "sip:bob@[::1]:5062"

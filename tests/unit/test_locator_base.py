@@ -104,3 +104,39 @@ def test_static_locator_bad_files(tmp_path: Path, content: str) -> None:
     path.write_text(content)
     with pytest.raises(LocatorError):
         StaticLocator.from_file(path)
+
+
+# -- one AoR normaliser for every locator and the overlay -------------------------------------
+
+
+def test_user_aors_normalise_exactly_as_the_overlay_records_do() -> None:
+    from p2psip.overlay.records import normalize_aor
+
+    for aor in (
+        "sip:Alice@P2P.Example:5060;transport=tcp",
+        "<SIPS:bob@Example.COM>",
+        "carol@example.com",
+        "sip:%61lice@example.com",  # escaped unreserved: decoded
+        "sip:a%2fb@example.com",  # other escapes: upper-cased
+        "sip:alice@[2001:DB8::1]:5070",
+    ):
+        assert normalize_aor_text(aor) == normalize_aor(aor)
+
+
+def test_typed_unicode_aors_become_their_sip_form_and_display_readably() -> None:
+    from p2psip.locator.base import display_aor
+
+    norm = normalize_aor_text("jürgen@例え.JP")
+    assert norm == "sip:j%C3%BCrgen@xn--r8jz45g.jp"
+    assert normalize_aor_text("sip:j%C3%BCrgen@xn--r8jz45g.jp") == norm  # one key either way
+    assert display_aor(norm) == "sip:jürgen@例え.jp"
+    assert normalize_aor_text("sip:al ice@example.com") == "sip:al%20ice@example.com"
+    assert normalize_aor_text("sip:100%@example.com") == "sip:100%25@example.com"
+
+
+def test_host_only_targets_and_bad_aors() -> None:
+    assert normalize_aor_text("SIP:Example.COM:5060;transport=udp") == "sip:example.com"
+    assert normalize_aor_text("sips:[::1]:5061") == "sips:[::1]"
+    for bad in ("", "   ", "mailto:alice@example.com", "sip:alice@"):
+        with pytest.raises(ValueError):
+            normalize_aor_text(bad)

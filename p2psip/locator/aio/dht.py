@@ -269,8 +269,11 @@ class DHTLocator:
         )
         return AoRRecord(norm, (entry,)).to_bytes()
 
-    async def publish(self, aor: str, contacts: Sequence[LocatedContact]) -> None:
+    async def publish(self, aor: str, contacts: Sequence[LocatedContact]) -> int:
         """Sign and store this device's contacts for ``aor``.
+
+        Returns:
+            how many other replicas accepted the record.
 
         Raises:
             RecordRefused: fewer than ``min_replicas`` replicas accepted (for instance the
@@ -287,6 +290,7 @@ class DHTLocator:
                 f"{aor}: publish accepted by {accepted} other replica(s), "
                 f"{self.min_replicas} required"
             )
+        return accepted
 
     def _holds_own_copy(self, aor: str) -> bool:
         local = self.node.storage.get(records_dht_key(aor), self.clock())
