@@ -192,10 +192,22 @@ class DHTLocator:
         now = self.clock()
         pinned = self.known_keys.get(norm)
 
+        verified: dict[bytes, list[DeviceEntry]] = {}  # replicas mostly answer the same bytes
+
+        def valid_entries(value: bytes) -> list[DeviceEntry]:
+            entries = verified.get(value)
+            if entries is None:
+                try:
+                    entries = select_valid(value, now, norm, pinned, self.policy)
+                except RecordError:
+                    entries = []
+                verified[value] = entries
+            return entries
+
         def verifies(value: bytes) -> bool:
             # the lookup ends once enough replicas answered a copy that verifies: forged,
             # stale-keyed or expired copies do not count (they cannot end a read early)
-            return bool(select_valid(value, now, norm, pinned, self.policy))
+            return bool(valid_entries(value))
 
         values = await self.node.get_values(_application_key(norm), check=verifies)
         if not values:
@@ -203,11 +215,7 @@ class DHTLocator:
         newest: dict[str, DeviceEntry] = {}
         keys_seen: dict[bytes, int] = {}
         for value in values:
-            try:
-                entries = select_valid(value, now, norm, pinned, self.policy)
-            except RecordError:
-                continue
-            for entry in entries:
+            for entry in valid_entries(value):
                 keys_seen[entry.public_key] = keys_seen.get(entry.public_key, 0) + 1
                 held = newest.get(entry.device_id)
                 if held is None or entry.seq > held.seq:
