@@ -1,0 +1,1 @@
+"""asyncio adapters of the media layer (sockets, ICE, audio devices)."""
