@@ -213,7 +213,8 @@ async def run_child(args: argparse.Namespace) -> dict[str, Any]:
     for node in gone:
         await node.stop()
     alive = [n for n in nodes if n not in gone]
-    jobs = [(rng.choice(alive), key, values[key]) for key in rng.choices(keys, k=args.churn_gets)]
+    churn_gets = args.churn_gets if gone else 0
+    jobs = [(rng.choice(alive), key, values[key]) for key in rng.choices(keys, k=churn_gets)]
     start = time.perf_counter()
     churn_ok, churn_latencies = await timed_gets(jobs, args.churn_concurrency, 120.0)
     churn_wall = time.perf_counter() - start
@@ -235,7 +236,7 @@ async def run_child(args: argparse.Namespace) -> dict[str, Any]:
         "churn_gone": len(gone),
         "churn_gets": len(churn_latencies),
         "churn_gets_ok": churn_ok,
-        "churn_get_median_ms": 1000 * statistics.median(churn_latencies),
+        "churn_get_median_ms": 1000 * percentile(churn_latencies, 0.5),
         "churn_get_p95_ms": 1000 * percentile(churn_latencies, 0.95),
         "churn_wall_s": churn_wall,
     }
@@ -300,6 +301,8 @@ def main() -> None:
         f"{100 * args.loss:g} % datagram loss, one process per implementation"
     )
     print(f"{'':38}" + "".join(f" {r['impl']:>24}" for r in results))
+    if not results[0]["churn_gone"]:
+        rows = rows[:-5]
     for label, field, fmt, *scale in rows:
         cells = []
         for result in results:

@@ -221,6 +221,9 @@ def _normalise_host(host: str) -> str | None:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        # what a dual-stack socket reports for an IPv4 peer: the peer is that IPv4 address
+        ip = ip.ipv4_mapped
     if ip.is_unspecified or ip.is_multicast:
         return None
     if isinstance(ip, ipaddress.IPv4Address) and ip == ipaddress.IPv4Address("255.255.255.255"):
@@ -738,12 +741,17 @@ class RoutingTable:
         return promoted
 
     def closest(
-        self, target: bytes | int, k: int | None = None, exclude: bytes | None = None
+        self,
+        target: bytes | int,
+        k: int | None = None,
+        exclude: bytes | None = None,
+        family: int | None = None,
     ) -> list[Contact]:
         """The ``k`` known contacts closest to ``target`` by XOR distance, closest first.
 
         Every bucket is considered (the stock ``TableTraverser`` could stop early and answer
-        nothing although the table was full: upstream #51/#28).
+        nothing although the table was full: upstream #51/#28). With ``family`` (4 or 6) only
+        contacts of that address family are returned.
         """
         t = target if isinstance(target, int) else int.from_bytes(target, "big")
         k = k or self.ksize
@@ -761,6 +769,7 @@ class RoutingTable:
                 slot.contact
                 for slot in buckets[index].slots.values()
                 if slot.contact.node_id != exclude
+                and (family is None or slot.contact.family == family)
             ]
             found.sort(key=lambda c: c.int_id ^ t)
             out.extend(found)

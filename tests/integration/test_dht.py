@@ -386,6 +386,40 @@ async def test_ipv6_nodes(network: Factory) -> None:
         await nodes[0].bootstrap([("localhost", 1)])
 
 
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no ::1 on this machine")
+async def test_dual_stack_nodes_bridge_ipv4_and_ipv6_nodes() -> None:
+    started: list[DHTNode] = []
+
+    def node(i: int) -> DHTNode:
+        started.append(DHTNode(config=CONFIG, rng=random.Random(700 + i)))
+        return started[-1]
+
+    try:
+        duals = [node(i) for i in range(4)]
+        for i, dual in enumerate(duals):
+            await dual.listen(0, "::")
+            assert dual.dual_stack
+            if i:  # duals join each other over IPv4 and over IPv6
+                host = "127.0.0.1" if i % 2 else "::1"
+                assert await dual.bootstrap([(host, duals[0].address[1])]) >= 1
+        v4, v6 = node(10), node(11)
+        await v4.listen(0, "127.0.0.1")
+        await v6.listen(0, "::1")
+        assert await v4.bootstrap([("127.0.0.1", duals[1].address[1])]) >= 1
+        assert await v6.bootstrap([("::1", duals[2].address[1])]) >= 1
+        # the IPv4 peer is known as 127.0.0.1, not ::ffff:127.0.0.1
+        assert any(c.host == "127.0.0.1" for c in duals[1].router.contacts())
+        # an IPv4-only node is only ever given IPv4 contacts, an IPv6-only one IPv6
+        assert {c.family for c in v4.router.contacts()} == {4}
+        assert {c.family for c in v6.router.contacts()} == {6}
+        # a value written from the IPv4-only side is read from the IPv6-only side
+        assert await v4.set("sip:both@p2p.example", b"dual") >= 2
+        assert await v6.get("sip:both@p2p.example") == b"dual"
+        assert await v4.get("sip:both@p2p.example") == b"dual"
+    finally:
+        await asyncio.gather(*(n.stop() for n in started))
+
+
 async def test_stop_cancels_in_flight_work(network: Factory) -> None:
     nodes = await network(4)
     reader = nodes[0]

@@ -21,8 +21,11 @@ datagrams: a type byte, a 20-byte message id, msgpack ``[method, args]``; method
   validate every write (newest ``seq`` wins), so even a stale republish could not win.
 * Routing state is saved as JSON (:meth:`DHTNode.save_state`), never pickled.
 
-One address family per node (IPv4 *or* IPv6, from the listen address): contacts of the other
-family are dropped. Dual stack is not done.
+Address families follow the listen address: a node on an IPv4 address speaks IPv4 only, one
+on an IPv6 address IPv6 only (contacts of the other family are dropped), and one listening on
+``::`` is dual-stack: one IPv6 socket with ``IPV6_V6ONLY`` off reaches IPv4 peers through
+IPv4-mapped addresses, keeps contacts of both families, and answers an IPv4 requester with
+IPv4 contacts only (it could not use the others).
 """
 
 from __future__ import annotations
@@ -226,7 +229,8 @@ class DHTProtocol(KademliaProtocol):
             return _DROP
         assert isinstance(key, bytes)
         self._sender(sender, nodeid)
-        return [c.to_wire() for c in self.router.closest(key, exclude=nodeid)]
+        family = self._node.answer_family(sender)
+        return [c.to_wire() for c in self.router.closest(key, exclude=nodeid, family=family)]
 
     def rpc_find_value(
         self, sender: tuple[str, int], nodeid: bytes, key: object
@@ -236,7 +240,8 @@ class DHTProtocol(KademliaProtocol):
         assert isinstance(key, bytes)
         self._sender(sender, nodeid)
         value = self._node.storage.get(key, self._node.clock())
-        closest = [c.to_wire() for c in self.router.closest(key, exclude=nodeid)]
+        family = self._node.answer_family(sender)
+        closest = [c.to_wire() for c in self.router.closest(key, exclude=nodeid, family=family)]
         if value is None:
             return closest
         # Readers collect every replica, so a holder also names its closest contacts (the
@@ -249,7 +254,7 @@ class DHTProtocol(KademliaProtocol):
     # -- routing-table upkeep -------------------------------------------------------------
 
     def _seen(self, contact: Contact) -> None:
-        if self._node.family is not None and contact.family != self._node.family:
+        if not self._node.reachable(contact.family):
             return
         if self._node._suspects:
             self._node._suspects.pop(contact.address, None)
@@ -326,7 +331,7 @@ class DHTProtocol(KademliaProtocol):
                 if self.transport is None or self.transport.is_closing():
                     break
                 sent_at = loop.time()
-                self.transport.sendto(datagram, address)
+                self.transport.sendto(datagram, node.wire_address(address))
                 if attempt:
                     stats.retransmissions += 1
                     wait = self._config.rpc_timeout
@@ -400,7 +405,7 @@ class DHTProtocol(KademliaProtocol):
             answer = answer.get("nodes")
         if not isinstance(answer, list):
             return (True, [], value)
-        family = self._node.family
+        family = None if self._node.dual_stack else self._node.family
         found = (parse_contact(raw, family) for raw in answer[: 2 * self._config.ksize])
         return (True, [c for c in found if c is not None], value)
 
@@ -427,6 +432,13 @@ class _KademliaServer(Server):
 
     def _create_protocol(self) -> DHTProtocol:
         return DHTProtocol(self._dht)
+
+    async def listen_socket(self, sock: socket.socket) -> None:
+        """:meth:`listen` on a socket we bound ourselves (dual stack)."""
+        loop = asyncio.get_running_loop()
+        self.transport, self.protocol = await loop.create_datagram_endpoint(
+            self._create_protocol, sock=sock
+        )
 
     def refresh_table(self, interval: int = 3600) -> None:
         # The stock hourly refresh re-stores every held key from every holder (stale copies
@@ -505,8 +517,10 @@ class DHTNode:
         self.stats = DHTStats()
         #: contacts remembered by :meth:`load_state`, used by :meth:`bootstrap_from_state`
         self.saved_contacts: tuple[Contact, ...] = ()
-        #: 4 or 6 once listening
+        #: 4 or 6 once listening (6 for a dual-stack node)
         self.family: int | None = None
+        #: listening on ``::`` with IPv4-mapped addresses: IPv4 and IPv6 peers
+        self.dual_stack = False
         self._server = _KademliaServer(self)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._welcomed: OrderedDict[bytes, float] = OrderedDict()
@@ -545,13 +559,25 @@ class DHTNode:
 
         Args:
             port: UDP port.
-            host: an IP literal; its family (4 or 6) is the node's only family.
+            host: an IP literal; its family (4 or 6) is the node's only family, except
+                ``::``: a dual-stack node (IPv4 peers through IPv4-mapped addresses).
 
         Returns:
             the bound ``(ip, port)``.
         """
         self.family = _host_family(host)
-        await self._server.listen(port, host)
+        if ipaddress.ip_address(host.split("%", 1)[0]) == ipaddress.IPv6Address("::"):
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            try:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                sock.bind(("::", port))
+            except OSError:
+                sock.close()
+                raise
+            self.dual_stack = True
+            await self._server.listen_socket(sock)
+        else:
+            await self._server.listen(port, host)
         sock = self._server.transport.get_extra_info("socket")
         if sock is not None and self.config.socket_buffer:
             for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
@@ -575,6 +601,22 @@ class DHTNode:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def reachable(self, family: int) -> bool:
+        """Whether this node can talk to peers of address ``family`` (4 or 6)."""
+        return self.dual_stack or self.family is None or family == self.family
+
+    def wire_address(self, address: tuple[str, int]) -> tuple[str, int]:
+        """Where to send a datagram for ``address``: IPv4-mapped on a dual-stack socket."""
+        if self.dual_stack and ":" not in address[0]:
+            return ("::ffff:" + address[0], address[1])
+        return address
+
+    def answer_family(self, sender: tuple[str, int]) -> int | None:
+        """Contacts of which family a requester at ``sender`` can use (None: any)."""
+        if self.dual_stack and ":" not in sender[0]:
+            return 4
+        return None
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
         if self._stopped:
@@ -618,7 +660,7 @@ class DHTNode:
             canonical = normalise_host(host)
             if canonical is None:
                 raise ValueError(f"bootstrap address {host!r} is not a unicast IP literal")
-            if _host_family(canonical) == self.family:
+            if self.reachable(_host_family(canonical)):
                 targets.append((canonical, int(port)))
         limit = asyncio.Semaphore(32)
 
@@ -944,5 +986,5 @@ class DHTNode:
     async def bootstrap_from_state(self) -> int:
         """:meth:`bootstrap` from :attr:`saved_contacts` (those of our address family)."""
         return await self.bootstrap(
-            c.address for c in self.saved_contacts if c.family == self.family
+            c.address for c in self.saved_contacts if self.reachable(c.family)
         )
