@@ -890,8 +890,8 @@ class Lookup:
         value_quorum: end once this many checked values were answered (None: full lookup).
         value_check: ``value_check(value) -> bool``; values failing it are kept in
             :attr:`values` but do not count towards the quorum. Default: every value counts.
-        skip: ``skip(contact) -> True`` for contacts known dead or unresponsive: recorded as
-            failed, never asked.
+        skip: ``skip(contact) -> True`` for suspects (their last first send timed out): asked
+            at once but never waited for, as if already slow.
         local_value: a copy this node holds itself (counts towards the quorum when it checks).
     """
 
@@ -929,6 +929,8 @@ class Lookup:
         self.answers = 0
         self._value_hops: int | None = None
         self._stale_answers = 0  # answers in a row that found nobody closer
+        self._probes: list[Contact] = []  # suspects to ask without waiting for them
+        self._outstanding_slow = 0  # slow contacts (and probes) that may still answer
         if local_value is not None and self._passes(local_value):
             self.good_values += 1
             self._value_hops = 0
@@ -953,12 +955,16 @@ class Lookup:
                 continue
             self._contacts[node_id] = c
             self._depth[node_id] = depth
-            if self._skip is not None and self._skip(c):
-                self._state[node_id] = _Query.FAILED
-                continue
-            self._state[node_id] = _Query.PENDING
             distance = c.int_id ^ self._t
             self._order.append((distance, node_id))
+            if self._skip is not None and self._skip(c):
+                # A suspect (its last first-send timed out) is asked without being waited
+                # for, like a slow contact: if it is alive its answer still counts, and a
+                # lossy link does not cut a node off from the few contacts it has.
+                self._state[node_id] = _Query.SLOW
+                self._probes.append(c)
+                continue
+            self._state[node_id] = _Query.PENDING
             added = True
             closer = closer or best is None or distance < best
         if added:
@@ -980,9 +986,13 @@ class Lookup:
         """Contacts to ask now (marked waiting)."""
         if self.done:
             return []
+        out: list[Contact] = []
+        if self._probes:
+            out.extend(self._probes)
+            self._outstanding_slow += len(self._probes)
+            self._probes = []
         waiting = sum(1 for s in self._state.values() if s is _Query.WAITING)
         limit = self.ksize if self._stale_answers >= self.alpha else self.alpha
-        out = []
         for node_id in self._window():
             if waiting >= limit:
                 break
@@ -997,7 +1007,11 @@ class Lookup:
     def done(self) -> bool:
         if self.value_quorum is not None and self.good_values >= self.value_quorum:
             return True
-        return all(self._state[i] is _Query.ANSWERED for i in self._window())
+        window = self._window()
+        if not window:
+            # nothing better to wait for: keep waiting for slow contacts that may answer
+            return self._outstanding_slow == 0 and not self._probes
+        return all(self._state[i] is _Query.ANSWERED for i in window)
 
     @property
     def hops(self) -> int:
@@ -1017,8 +1031,11 @@ class Lookup:
         self, node_id: bytes, contacts: Iterable[Contact] = (), value: bytes | None = None
     ) -> None:
         """``node_id`` answered with closer ``contacts`` and/or a ``value``."""
-        if self._state.get(node_id) not in (_Query.WAITING, _Query.SLOW):
+        state = self._state.get(node_id)
+        if state is not _Query.WAITING and state is not _Query.SLOW:
             return
+        if state is _Query.SLOW:
+            self._outstanding_slow -= 1
         self._state[node_id] = _Query.ANSWERED
         self.answers += 1
         depth = self._depth[node_id]
@@ -1035,13 +1052,17 @@ class Lookup:
 
     def failed(self, node_id: bytes) -> None:
         """``node_id`` did not answer (after retries) or answered nonsense."""
-        if self._state.get(node_id) in (_Query.WAITING, _Query.SLOW, _Query.PENDING):
+        state = self._state.get(node_id)
+        if state is _Query.SLOW:
+            self._outstanding_slow -= 1
+        if state in (_Query.WAITING, _Query.SLOW, _Query.PENDING):
             self._state[node_id] = _Query.FAILED
 
     def slow(self, node_id: bytes) -> None:
         """The first send to ``node_id`` timed out: stop waiting for it (it may still answer)."""
         if self._state.get(node_id) is _Query.WAITING:
             self._state[node_id] = _Query.SLOW
+            self._outstanding_slow += 1
             self._stale_answers += 1
 
     def closest(self) -> list[Contact]:
