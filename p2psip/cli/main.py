@@ -7,7 +7,7 @@ import asyncio
 import logging
 import sys
 
-from p2psip.cli import demo, overlay, uas
+from p2psip.cli import audio_test, demo, overlay, uas
 from p2psip.errors import P2PSIPError
 
 
@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     overlay.add_publish_arguments(p)
     p = sub.add_parser("lookup", help="resolve an AoR (DHT, Bonjour, DNS, static)")
     overlay.add_lookup_arguments(p)
+    p = sub.add_parser("audio-test", help="two audio streams on loopback: check a codec")
+    audio_test.add_arguments(p)
     return parser
 
 
@@ -44,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         "overlay": overlay.run_overlay,
         "publish": overlay.run_publish,
         "lookup": overlay.run_lookup,
+        "audio-test": audio_test.run,
     }[args.command]
     try:
         import uvloop  # type: ignore[import-not-found]

@@ -27,7 +27,7 @@ import ipaddress
 import logging
 import re
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
@@ -240,6 +240,39 @@ class _Connection(aioice.Connection):  # type: ignore[misc]
         self._p2psip_pinned = pinned_addresses
         self._p2psip_relay_only = relay_only
         self._p2psip_gather_timeout = gather_timeout
+        self._p2psip_receiver: Callable[[bytes], None] | None = None
+
+    def data_received(self, data: bytes, component: int) -> None:
+        receiver = self._p2psip_receiver
+        if receiver is None:
+            super().data_received(data, component)
+        else:
+            receiver(data)
+
+    def p2psip_set_receiver(self, receiver: Callable[[bytes], None] | None) -> int:
+        """Deliver data to ``receiver`` from now on; hand it what is queued. Returns the count."""
+        self._p2psip_receiver = receiver
+        handed = 0
+        queue = self._queue
+        while receiver is not None and not queue.empty():
+            item = queue.get_nowait()
+            if item is None:  # a close marker stays for recv()
+                queue.put_nowait(None)
+                break
+            receiver(item[0])
+            handed += 1
+        return handed
+
+    def p2psip_send_nowait(self, data: bytes) -> None:
+        """Send on the nominated pair without a coroutine (TURN sends still use a task)."""
+        pair = self._nominated.get(1)
+        if pair is None:
+            raise ConnectionError("Cannot send data, not connected")
+        transport = pair.protocol.transport
+        closing = getattr(transport, "is_closing", None)  # aioice's TurnTransport has none
+        if closing is not None and closing():
+            raise ConnectionError("Cannot send data, transport closing")
+        transport.sendto(data, pair.remote_addr)
 
     async def get_component_candidates(
         self, component: int, addresses: list[str], timeout: float = 5
@@ -371,6 +404,14 @@ class IceTransport:
     def controlling(self) -> bool:
         """Our current role (it may change after a role conflict)."""
         return bool(self._conn.ice_controlling)
+
+    @controlling.setter
+    def controlling(self, value: bool) -> None:
+        """Set the role before :meth:`connect` (when it was not known at creation, e.g. whether
+        we offer or answer; RFC 8445 §6.1.1)."""
+        if self._connected:
+            raise IceError("the ICE role cannot change after connect()")
+        self._conn.ice_controlling = bool(value)
 
     @property
     def local_username(self) -> str:
@@ -564,6 +605,40 @@ class IceTransport:
         self._received += 1
         return bytes(data)
 
+    def send_nowait(self, data: bytes) -> None:
+        """Like :meth:`send`, without a coroutine: for media paced by a clock callback.
+
+        Raises:
+            TransportClosedError: closed (also after consent expired).
+            IceError: not connected yet.
+        """
+        self._check_open()
+        if not self._connected:
+            raise IceError("ICE is not connected")
+        try:
+            self._conn.p2psip_send_nowait(data)
+        except ConnectionError as exc:
+            raise TransportClosedError(f"cannot send: {exc}") from None
+        except OSError as exc:
+            self._send_errors += 1
+            raise MediaTransportError(f"send failed: {exc}") from None
+        self._sent += 1
+
+    def set_receiver(self, callback: Callable[[bytes], None] | None) -> None:
+        """Deliver each received datagram to ``callback`` (called on the event loop) instead
+        of queueing it for :meth:`recv`; datagrams already queued are handed over at once.
+        ``None`` goes back to queueing. The callback must not raise."""
+        self._received += self._conn.p2psip_set_receiver(
+            None if callback is None else self._counting(callback)
+        )
+
+    def _counting(self, callback: Callable[[bytes], None]) -> Callable[[bytes], None]:
+        def deliver(data: bytes) -> None:
+            self._received += 1
+            callback(data)
+
+        return deliver
+
     @property
     def stats(self) -> TransportStats:
         """A snapshot of the counters."""
@@ -644,6 +719,7 @@ class PlainUdpTransport:
         self._closed = False
         self._family_v6 = False
         self._counts = dict.fromkeys(TransportStats.__dataclass_fields__, 0)
+        self._receiver: Callable[[bytes], None] | None = None
 
     @classmethod
     async def create(
@@ -707,6 +783,10 @@ class PlainUdpTransport:
         return self._remote
 
     @property
+    def _latch_done(self) -> bool:
+        return self._latched or not self._latch
+
+    @property
     def latched(self) -> bool:
         """True once ``latch=True`` fixed the remote address from a received datagram."""
         return self._latched
@@ -735,6 +815,28 @@ class PlainUdpTransport:
             raise MediaTransportError("no remote address to send to")
         self._transport.sendto(data, self._remote)
         self._counts["sent"] += 1
+
+    def send_nowait(self, data: bytes) -> None:
+        """Like :meth:`send`, without a coroutine: for media paced by a clock callback.
+
+        Raises:
+            TransportClosedError: closed.
+            MediaTransportError: no remote address yet.
+        """
+        if self._closed or self._transport is None:
+            raise TransportClosedError("transport closed")
+        if self._remote is None:
+            raise MediaTransportError("no remote address to send to")
+        self._transport.sendto(data, self._remote)
+        self._counts["sent"] += 1
+
+    def set_receiver(self, callback: Callable[[bytes], None] | None) -> None:
+        """Deliver each datagram from the peer to ``callback`` (called on the event loop)
+        instead of queueing it for :meth:`recv`; queued datagrams are handed over at once.
+        ``None`` goes back to queueing. The callback must not raise."""
+        self._receiver = callback
+        while callback is not None and self._queue:
+            callback(self._queue.popleft())
 
     async def recv(self) -> bytes:
         """Wait for the next datagram from the peer.
@@ -776,12 +878,19 @@ class PlainUdpTransport:
     def _datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         if self._closed:
             return
-        source = _normalise(addr)
-        if self._latch and not self._latched:
-            self._remote = source  # RFC 7362 §4: latch onto the first source
-            self._latched = True
-        elif source != self._remote:
-            self._counts["dropped_foreign"] += 1
+        remote = self._remote
+        # fast path: the kernel gives the address in the canonical form we keep
+        if remote is None or addr[0] != remote[0] or addr[1] != remote[1] or not self._latch_done:
+            source = _normalise(addr)
+            if self._latch and not self._latched:
+                self._remote = source  # RFC 7362 §4: latch onto the first source
+                self._latched = True
+            elif source != remote:
+                self._counts["dropped_foreign"] += 1
+                return
+        if self._receiver is not None:
+            self._counts["received"] += 1
+            self._receiver(data)
             return
         if len(self._queue) == self._queue.maxlen:
             self._counts["dropped_overflow"] += 1  # deque drops the oldest
