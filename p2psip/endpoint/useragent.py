@@ -13,7 +13,7 @@ import heapq
 import random
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from p2psip.endpoint.addresses import DEFAULT_PORTS, TransportAddress
 from p2psip.endpoint.headers import _NAME_CACHE, canonical_name, name_info
@@ -200,6 +200,31 @@ class UserAgentCore:
         self.stats = {"received": 0, "rejected": 0, "bad": 0}
 
     # -- configuration --------------------------------------------------------------------
+    def extend_capabilities(
+        self,
+        *,
+        allow: Iterable[str] = (),
+        supported: Iterable[str] = (),
+        accept: Iterable[str] = (),
+    ) -> None:
+        """Add methods to Allow, option tags to Supported and body types to Accept.
+
+        For a layer above the core (e.g. INVITE sessions) that handles more than the
+        configuration says: UPDATE and INFO, the ``timer`` option tag (RFC 4028)...
+        Values already present are kept once, in their place.
+        """
+        cfg = self.config
+        self.config = replace(
+            cfg,
+            allow=tuple(dict.fromkeys([*cfg.allow, *(m.upper() for m in allow)])),
+            supported=tuple(dict.fromkeys([*cfg.supported, *(t.lower() for t in supported)])),
+            accept=tuple(dict.fromkeys([*cfg.accept, *(a.lower() for a in accept)])),
+        )
+        self._allow_header = ", ".join(self.config.allow)
+        self._allowed = frozenset(self.config.allow)
+        self._supported = frozenset(t.lower() for t in self.config.supported)
+        self._accept = frozenset(a.lower() for a in self.config.accept)
+
     def set_local_address(self, address: TransportAddress) -> None:
         """Tell the core what to put in Via/Contact for a transport (after binding)."""
         self._local[address.transport] = address

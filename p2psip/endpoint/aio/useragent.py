@@ -28,6 +28,7 @@ from p2psip.endpoint.useragent import (
     FinalResponseReceived,
     IncomingRequest,
     ProvisionalResponseReceived,
+    RequestCancelled,
     StrayTwoXXReceived,
     UserAgentConfig,
     UserAgentCore,
@@ -182,10 +183,16 @@ class UserAgent:
         self.transports: TransportManager | None = None
         self.trace = trace
         self.on_ack: Callable[[AckReceived], None] | None = None
+        #: called when a CANCEL ended a pending INVITE (the core answered 200 and 487).
+        self.on_cancel: Callable[[RequestCancelled], None] | None = None
+        #: called for a 2xx to an INVITE that no waiting request and no sent ACK accounts
+        #: for: a later fork's 2xx (RFC 3261 §13.2.2.4), or one arriving after its transaction.
+        self.on_stray_2xx: Callable[[Response, TransportAddress | None], None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        # ACKs of answered INVITEs, re-sent for retransmitted 2xx for 64*T1 (§13.2.2.4);
-        # insertion-ordered, so pruning looks only at the oldest entries.
-        self._acks: dict[tuple[str, int], tuple[Request, TransportAddress, float]] = {}
+        # ACKs of answered INVITEs by (Call-ID, CSeq, To tag), re-sent for retransmitted 2xx
+        # for 64*T1 (§13.2.2.4); the To tag keeps forks apart. Insertion-ordered, so pruning
+        # looks only at the oldest entries.
+        self._acks: dict[tuple[str, int, str], tuple[Request, TransportAddress, float]] = {}
         self._last_authenticated: Request | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -343,8 +350,34 @@ class UserAgent:
         return OutgoingCall(self, request, response, dialog, dest)
 
     def _ack(self, dialog: Dialog, response: Response, fallback: TransportAddress) -> None:
+        self.send_ack(dialog, response, fallback)
+
+    def send_ack(
+        self,
+        dialog: Dialog,
+        response: Response,
+        fallback: TransportAddress,
+        *,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> Request:
+        """ACK a 2xx to an INVITE of ``dialog`` and re-send that ACK for every retransmission
+        of the 2xx during 64*T1 (RFC 3261 §13.2.2.4).
+
+        Args:
+            dialog: the dialog the 2xx confirmed (one per fork).
+            response: the 2xx.
+            fallback: where the INVITE went (used when the next hop is a host name).
+            headers: extra header lines (the INVITE's credentials).
+            body: the answer, when the 2xx carried the offer.
+            content_type: the body's type.
+
+        Returns:
+            The ACK sent.
+        """
         # RFC 3261 §13.2.2.4: the UAC core ACKs every 2xx, retransmissions included.
-        ack = dialog.create_ack(response.cseq.seq)
+        ack = dialog.create_ack(response.cseq.seq, headers, body, content_type)
         dest = self.route_destination(dialog, fallback)
         self.core.prepare_request(ack, dest.transport)
         now = self.now()
@@ -355,8 +388,9 @@ class UserAgent:
             if acks[oldest][2] > horizon:
                 break
             del acks[oldest]
-        acks[(response.call_id, response.cseq.seq)] = (ack, dest, now)
+        acks[(response.call_id, response.cseq.seq, response.to.tag or "")] = (ack, dest, now)
         self.send_stateless(ack, dest)
+        return ack
 
     async def _authenticate(
         self,
@@ -501,13 +535,24 @@ class UserAgent:
             isinstance(event, FinalResponseReceived) and event.retransmission
         ):
             response = event.response
-            sent = self._acks.get((response.call_id, response.cseq.seq))
+            sent = self._acks.get((response.call_id, response.cseq.seq, response.to.tag or ""))
             if sent is not None:
                 self.core.send_stateless(sent[0], sent[1])
+            elif self.on_stray_2xx is not None:
+                source = event.source if isinstance(event, StrayTwoXXReceived) else None
+                self.on_stray_2xx(response, source)
         elif isinstance(event, FinalResponseReceived):
             entry = self._pending.get(id(event.transaction))
+            response = event.response
             if entry is not None and not entry[0].done():
-                entry[0].set_result(event.response)
+                entry[0].set_result(response)
+            elif (
+                self.on_stray_2xx is not None
+                and 200 <= response.status < 300
+                and event.transaction.request.method == "INVITE"
+            ):
+                # RFC 3261 §13.2.2.4: a 2xx from another fork after the first final response.
+                self.on_stray_2xx(response, None)
         elif isinstance(event, ProvisionalResponseReceived):
             callback = self._progress.get(id(event.transaction))
             if callback is not None:
@@ -530,6 +575,8 @@ class UserAgent:
                     )
         elif isinstance(event, AckReceived) and self.on_ack is not None:
             self.on_ack(event)
+        elif isinstance(event, RequestCancelled) and self.on_cancel is not None:
+            self.on_cancel(event)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
