@@ -565,8 +565,9 @@ class Session:
 
     def _apply_streams(
         self, streams: tuple[NegotiatedStream, ...], *, remote_offered: bool
-    ) -> None:
-        """A completed in-dialog exchange: media update and the events it implies."""
+    ) -> asyncio.Task[object]:
+        """A completed in-dialog exchange: media update (in a task, returned) and the events
+        it implies."""
         old = self.streams
         self.streams = streams
         if streams != old:
@@ -580,7 +581,7 @@ class Session:
             if held != self.remote_held:
                 self.remote_held = held
                 self._emit(RemoteHeld() if held else RemoteResumed())
-        self._spawn(self._run_media(streams))
+        return self._spawn(self._run_media(streams))
 
     # ======================================================================================
     # Outgoing calls
@@ -1681,7 +1682,8 @@ class Session:
                             SessionRefreshed(self.timer.interval or 0, self.timer.we_refresh)
                         )
                     self._arm_timer()
-                    self._apply_streams(streams, remote_offered=False)
+                    # our own re-offer (hold, streams...) returns once the media follows it
+                    await asyncio.shield(self._apply_streams(streams, remote_offered=False))
                     return streams
                 oa.rollback()
                 if status == 491 and glare < config.max_glare_retries:

@@ -66,6 +66,22 @@ def records_validator(
     return validate
 
 
+def _withdrawn_or_expired(value: bytes, aor: str, now: float, pinned: bytes | None) -> bool:
+    """Whether ``value`` is a record of ``aor`` whose entries are all tombstones or expired
+    (signed by the pinned key, when one is pinned): the AoR is gone, not hijacked."""
+    try:
+        record = parse_record(value)
+    except RecordError:
+        return False
+    if record.aor != aor or not record.entries:
+        return False
+    return all(
+        (not entry.contacts or entry.expires <= now)
+        and (pinned is None or entry.public_key == pinned)
+        for entry in record.entries
+    )
+
+
 def _record_expiry(value: bytes) -> float | None:
     try:
         record = parse_record(value)
@@ -221,6 +237,8 @@ class DHTLocator:
                 if held is None or entry.seq > held.seq:
                     newest[entry.device_id] = entry
         if not newest:
+            if any(_withdrawn_or_expired(v, norm, now, pinned) for v in values):
+                raise NotFound(f"{norm}: withdrawn or expired")
             reason = "key changed" if pinned is not None else "no valid entry"
             raise RecordRefused(f"{norm}: records found but refused ({reason})")
         if len(keys_seen) > 1:
