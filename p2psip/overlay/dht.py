@@ -310,8 +310,10 @@ class DHTConfig:
             reader's check accepts (:class:`Lookup`); 0 reads all k replicas.
         min_rpc_timeout: lower bound of the adaptive first-send timeout (:class:`RttEstimator`);
             later resends wait ``rpc_timeout``.
-        suspect_time: a contact whose first send timed out is skipped by other lookups for
-            this long, unless it is heard from again.
+        suspect_time: a contact whose first send timed out is a suspect for this long, unless
+            it is heard from again: other lookups ask it without waiting for it.
+        bootstrap_rounds: times the bootstrap addresses are pinged (each ping with its
+            resends) before a join gives up.
         socket_buffer: SO_RCVBUF/SO_SNDBUF asked for (bytes, 0 = system default): answers to
             parallel lookups arrive in bursts.
         limits: storage bounds.
@@ -331,6 +333,7 @@ class DHTConfig:
     value_quorum: int = 3
     min_rpc_timeout: float = 0.05
     suspect_time: float = 30.0
+    bootstrap_rounds: int = 2
     socket_buffer: int = 1024 * 1024
     limits: StorageLimits = field(default_factory=StorageLimits)
 
