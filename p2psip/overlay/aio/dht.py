@@ -530,7 +530,7 @@ class DHTNode:
         self.rtt = RttEstimator(
             self.config.rpc_timeout, self.config.min_rpc_timeout, self.config.rpc_timeout
         )
-        # addresses whose first send timed out -> until when lookups skip them
+        # addresses whose first send timed out -> until when lookups treat them as slow
         self._suspects: OrderedDict[tuple[str, int], float] = OrderedDict()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -705,7 +705,7 @@ class DHTNode:
     # -- lookups --------------------------------------------------------------------------
 
     def _suspect(self, address: tuple[str, int]) -> None:
-        """The first send to ``address`` timed out: other lookups skip it for a while."""
+        """The first send to ``address`` timed out: other lookups ask it without waiting."""
         self._suspects[address] = self.clock() + self.config.suspect_time
         self._suspects.move_to_end(address)
         while len(self._suspects) > _MAX_WELCOMED:
