@@ -330,6 +330,86 @@ class PipelineStatistics:
 
 
 # ---------------------------------------------------------------------------------------------
+# Re-framing of sample-based payloads
+# ---------------------------------------------------------------------------------------------
+
+#: codecs whose payload is one byte per RTP timestamp unit, cut anywhere (RFC 3551 §4.5.14
+#: PCMU/PCMA: 8 bits per sample; §4.5.2 G.722: 64 kbit/s on an 8000 Hz RTP clock)
+_SAMPLE_BASED = frozenset({"pcmu", "pcma", "g722"})
+
+
+def _signed32(value: int) -> int:
+    """``value`` (mod 2**32) as a signed 32-bit difference (RFC 3550 A.1 style wrap)."""
+    return ((value + 0x8000_0000) & 0xFFFF_FFFF) - 0x8000_0000
+
+
+class _Reframer:
+    """Cut the payloads of a sample-based codec into frames of *our* frame length.
+
+    RFC 3551 §4.2: a receiver should accept packets of any duration up to 200 ms, whatever the
+    ``ptime`` it asked for (RFC 4566 §6: a preference, not a promise) - SIPp's ``uac_pcap``
+    sends 30 ms of G.711 per packet, some gateways 10 ms. The jitter buffer plays one slot of
+    ``frame`` timestamp units per frame time, so each payload is cut (or, for shorter
+    packets, assembled) on a grid of slots anchored at the first packet of the source; every
+    complete slot is handed on as one frame with a synthetic sequence number (the slot number,
+    which keeps duplicates detectable). A slot that stays incomplete (a neighbour packet was
+    lost, or a talkspurt starts off the grid) is dropped after a few slots and concealed by
+    the decoder like a lost packet.
+    """
+
+    _KEEP_SLOTS = 4  # incomplete slots older than this (behind the newest) are dropped
+
+    def __init__(self, frame: int) -> None:
+        self.frame = frame
+        self._full = (1 << frame) - 1
+        self._ssrc: int | None = None
+        self._ts_ref = 0  # an RTP timestamp ...
+        self._pos_ref = 0  # ... and its position on our grid (timestamp units from slot 0)
+        self._partial: dict[int, tuple[bytearray, int]] = {}  # slot -> (bytes, filled mask)
+        self.dropped_partial = 0
+
+    def push(
+        self, payload: bytes, timestamp: int, ssrc: int, marker: bool
+    ) -> list[tuple[bytes, int, int, bool]]:
+        """One received payload; the complete frames as ``(payload, seq, timestamp, marker)``."""
+        frame = self.frame
+        if ssrc != self._ssrc or abs(_signed32(timestamp - self._ts_ref)) >= 1 << 30:
+            # a new source (or a wild timestamp jump): a new grid starting at this packet
+            self._ssrc = ssrc
+            self._ts_ref = timestamp
+            self._pos_ref = 0
+            self.dropped_partial += len(self._partial)
+            self._partial.clear()
+        start = self._pos_ref + _signed32(timestamp - self._ts_ref)
+        end = start + len(payload)
+        if start > self._pos_ref:
+            self._ts_ref, self._pos_ref = timestamp & 0xFFFF_FFFF, start
+        out: list[tuple[bytes, int, int, bool]] = []
+        first_slot = start // frame
+        for slot in range(first_slot, -(-end // frame)):
+            slot_start = slot * frame
+            a, b = max(start, slot_start), min(end, slot_start + frame)
+            if a == slot_start and b == slot_start + frame and slot not in self._partial:
+                data = payload[a - start : b - start]  # the usual case: one whole frame
+            else:
+                buf, mask = self._partial.get(slot) or (bytearray(frame), 0)
+                buf[a - slot_start : b - slot_start] = payload[a - start : b - start]
+                mask |= ((1 << (b - a)) - 1) << (a - slot_start)
+                if mask != self._full:
+                    self._partial[slot] = (buf, mask)
+                    continue
+                self._partial.pop(slot, None)
+                data = bytes(buf)
+            slot_ts = (self._ts_ref + slot_start - self._pos_ref) & 0xFFFF_FFFF
+            out.append((data, slot & 0xFFFF, slot_ts, marker and slot == first_slot))
+        newest = (end - 1) // frame
+        for slot in [s for s in self._partial if s < newest - self._KEEP_SLOTS]:
+            del self._partial[slot]
+            self.dropped_partial += 1
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
 # The pipeline
 # ---------------------------------------------------------------------------------------------
 
@@ -518,6 +598,11 @@ class AudioPipeline:
                 max_conceal=template.max_conceal,
                 resync_threshold=template.resync_threshold,
             )
+        )
+        # peers may send other packet durations than ours (RFC 3551 §4.2): cut sample-based
+        # payloads into our frames; other codecs' packets go to the jitter buffer as they are
+        self._reframer = (
+            _Reframer(self._frame_step) if codec.name.casefold() in _SAMPLE_BASED else None
         )
         te_rate = codec.clock_rate  # RFC 4733 §2.1: the rate of the audio codec
         self._dtmf_receiver = DtmfReceiver(te_rate)
@@ -766,14 +851,21 @@ class AudioPipeline:
             self._rtcp.rtp_received(packet, now)
             if source_stats is not None:
                 source_stats.update(packet.sequence_number, packet.timestamp, now)
-            self._jitter.put(
-                payload,
-                packet.sequence_number,
-                packet.timestamp,
-                now,
-                marker=packet.marker,
-                ssrc=ssrc,
-            )
+            reframer = self._reframer
+            if reframer is None:
+                self._jitter.put(
+                    payload,
+                    packet.sequence_number,
+                    packet.timestamp,
+                    now,
+                    marker=packet.marker,
+                    ssrc=ssrc,
+                )
+            else:
+                for data, seq, timestamp, marker in reframer.push(
+                    payload, packet.timestamp, ssrc, packet.marker
+                ):
+                    self._jitter.put(data, seq, timestamp, now, marker=marker, ssrc=ssrc)
         else:
             for digit in self._dtmf_receiver.receive(payload, packet.timestamp, now):
                 self._digit(digit.digit, digit.duration_ms, digit.ended)
@@ -793,6 +885,12 @@ class AudioPipeline:
 
     def receive_rtcp(self, data: bytes, now: float) -> None:
         """Take one (S)RTCP datagram (from the RTCP port, or demultiplexed)."""
+        if len(data) < 2 or not 128 <= data[0] <= 191:
+            # RFC 7983 §7: STUN (0-3), DTLS (20-63)... on the RTCP port too - e.g. linphone's
+            # STUN keep-alives to a separate RTCP port: not RTCP, so neither an SRTCP
+            # failure nor malformed RTCP
+            self.counters.not_rtp += 1
+            return
         if self._srtp is not None:
             try:
                 data = self._srtp.unprotect_rtcp(data)
