@@ -7,7 +7,7 @@ import asyncio
 import logging
 import sys
 
-from p2psip.cli import audio_test, demo, overlay, uas
+from p2psip.cli import audio_test, demo, node, overlay, uas
 from p2psip.errors import P2PSIPError
 
 
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("uas", help="standalone answering SIP agent (benchmarks, interop)")
     uas.add_arguments(p)
-    p = sub.add_parser("demo", help="local demo: two agents exchange OPTIONS and MESSAGE")
+    p = sub.add_parser("demo", help="local demo: Alice calls Bob by AoR in a small overlay")
     demo.add_arguments(p)
     p = sub.add_parser("overlay", help="run a bare overlay (DHT) node, e.g. a bootstrap node")
     overlay.add_overlay_arguments(p)
@@ -28,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     overlay.add_lookup_arguments(p)
     p = sub.add_parser("audio-test", help="two audio streams on loopback: check a codec")
     audio_test.add_arguments(p)
+    p = sub.add_parser("node", help="run a node: join, publish, answer and place calls")
+    node.add_node_arguments(p)
+    p = sub.add_parser("call", help="call an AoR (or a SIP URI), report the figures, hang up")
+    node.add_call_arguments(p)
     return parser
 
 
@@ -47,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         "publish": overlay.run_publish,
         "lookup": overlay.run_lookup,
         "audio-test": audio_test.run,
+        "node": node.run_node,
+        "call": node.run_call,
     }[args.command]
     try:
         import uvloop  # type: ignore[import-not-found]

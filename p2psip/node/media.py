@@ -14,7 +14,12 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from p2psip.media.aio.stream import AudioStream, AudioStreamConfig, AudioStreamStatistics
+from p2psip.media.aio.stream import (
+    AudioStream,
+    AudioStreamConfig,
+    AudioStreamState,
+    AudioStreamStatistics,
+)
 from p2psip.media.audio import AudioSink, AudioSource
 from p2psip.media.offer_answer import MediaConfig, NegotiatedStream
 from p2psip.media.pipeline import IceConsentLost, MediaEvent, RtpTimedOut
@@ -34,6 +39,11 @@ class AudioMedia:
         spare: prepare one extra stream at the start so that a stream the peer adds with a
             re-INVITE can be accepted (RFC 3264 §8.1).
         on_event: called with ``(stream_index, event)`` for every media event.
+        ice_controlling: our ICE role when it is known before the answer is sent (the
+            answerer of an offer is controlled, RFC 8445 §6.1.1). It is set on each stream as
+            soon as it is prepared: the caller's first checks can arrive before ``start()``,
+            and a callee still in the default controlling role would answer them with a role
+            conflict (RFC 8445 §7.3.1.1) that sometimes leaves ICE without a nomination.
     """
 
     def __init__(
@@ -44,8 +54,10 @@ class AudioMedia:
         sink: AudioSink | None = None,
         spare: bool = False,
         on_event: Callable[[int, MediaEvent], None] | None = None,
+        ice_controlling: bool | None = None,
     ) -> None:
         self.config = config
+        self._ice_controlling = ice_controlling
         self.source = source
         self.sink = sink
         self._want_spare = spare
@@ -57,6 +69,8 @@ class AudioMedia:
         self._controlling = True
         self._failure: Callable[[str], None] | None = None
         self._stopped = False
+        #: m-line index -> done when the stream's start() (ICE) is over, while it runs
+        self._starting: dict[int, asyncio.Future[None]] = {}
 
     def bind_failure(self, callback: Callable[[str], None]) -> None:
         """Where media failures go (the session's ``media_failed``)."""
@@ -82,15 +96,23 @@ class AudioMedia:
         )
         return stream
 
+    def _set_ice_role(self, stream: AudioStream) -> None:
+        # AudioStream takes the role in start(); its agent exists from prepare() on.
+        ice = getattr(stream, "_ice", None)
+        if ice is not None and self._ice_controlling is not None:
+            ice.controlling = self._ice_controlling
+
     # -- MediaHandler ---------------------------------------------------------------------------
     async def prepare(self) -> Sequence[MediaConfig]:
         """Bind/gather the first stream (and the spare one); their SDP configurations."""
         first = self._new_stream(primary=True)
         self._prepared.append(first)
         configs = [await first.prepare()]
+        self._set_ice_role(first)
         if self._want_spare:
             self._spare = self._new_stream(primary=False)
             await self._spare.prepare()
+            self._set_ice_role(self._spare)
         return configs
 
     def spare_streams(self) -> Sequence[MediaConfig]:
@@ -140,14 +162,26 @@ class AudioMedia:
                     await running.stop()
                 continue
             if running is not None:
-                running.update(negotiated)
-                continue
+                starting = self._starting.get(negotiated.index)
+                if starting is not None:
+                    # a re-INVITE (hold...) while this stream's ICE is still connecting: the
+                    # answerer's call is up at the ACK, its media may not be yet
+                    await asyncio.shield(starting)
+                if running.state is AudioStreamState.RUNNING:
+                    running.update(negotiated)
+                continue  # its start failed: that failure already ends the call
             stream = self._take_prepared(negotiated)
             if stream is None:
                 log.warning("no prepared stream for m-line %d", negotiated.index)
                 continue
             self.streams[negotiated.index] = stream
-            await stream.start(negotiated, controlling=self._controlling)
+            started = asyncio.get_running_loop().create_future()
+            self._starting[negotiated.index] = started
+            try:
+                await stream.start(negotiated, controlling=self._controlling)
+            finally:
+                started.set_result(None)
+                self._starting.pop(negotiated.index, None)
 
     async def stop(self) -> None:
         """Stop every stream (running, prepared and spare)."""
@@ -188,7 +222,9 @@ class AudioMedia:
     def statistics(self) -> AudioStreamStatistics | None:
         """The first stream's statistics (None before media started)."""
         primary = self.primary
-        return primary.statistics() if primary is not None else None
+        if primary is None or primary.pipeline is None:
+            return None  # bound to its m-line but still connecting (ICE): nothing to count yet
+        return primary.statistics()
 
     def send_dtmf(self, digits: str) -> None:
         """DTMF as RFC 4733 events on the first stream."""

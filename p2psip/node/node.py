@@ -110,6 +110,31 @@ class MediaStatistics(NodeEvent):
     statistics: AudioStreamStatistics
 
 
+def _nameserver(server: str | tuple[str, int]) -> tuple[str, int]:
+    """``"127.0.0.1:5353"``, ``"[::1]:53"``, ``"10.0.0.1"`` (port 53) or ``(host, port)``.
+
+    Raises:
+        NodeError: not an address with an optional port.
+    """
+    if isinstance(server, tuple):
+        return server[0], int(server[1])
+    text = server.strip()
+    host, port = text, "53"
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":") or "53"
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    try:
+        ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise NodeError(f"bad DNS server {server!r}: expected IP[:port]") from None
+    if not 0 < number < 65536:
+        raise NodeError(f"bad DNS server {server!r}: port out of range")
+    return host, number
+
+
 # -- configuration ----------------------------------------------------------------------------
 @dataclass
 class NodeConfig:
@@ -140,6 +165,9 @@ class NodeConfig:
         stats_interval: seconds between :class:`MediaStatistics` events of a call (0: none).
         answer_source / answer_sink: make the audio source / sink of each incoming call
             (``p2psip node --tone/--play/--record``); None: silence / dropped.
+        publish: publish our contacts (and withdraw them on stop). False makes a node that
+            only calls out (``p2psip call``): it must not announce the AoR, nor withdraw the
+            entry a long-running node of the same identity published.
     """
 
     aor: str
@@ -165,6 +193,7 @@ class NodeConfig:
     stats_interval: float = 5.0
     answer_source: Callable[[], AudioSource | None] | None = None
     answer_sink: Callable[[], AudioSink | None] | None = None
+    publish: bool = True
 
 
 # -- calls ----------------------------------------------------------------------------------------
@@ -384,11 +413,13 @@ class Node:
             await self._start_sip()
             await self._start_locators()
             self._started = True
-            await self.publish()
+            if config.publish:
+                await self.publish()
         except BaseException:
             await self._teardown()
             raise
-        self._republish = asyncio.create_task(self._republish_loop())
+        if config.publish:
+            self._republish = asyncio.create_task(self._republish_loop())
 
     async def _start_sip(self) -> None:
         config = self.config
@@ -505,7 +536,7 @@ class Node:
         if config.dns_servers:
             from p2psip.locator.aio.dns import DNSLocator, DNSResolver
 
-            dns = DNSLocator(DNSResolver(nameservers=list(config.dns_servers)))
+            dns = DNSLocator(DNSResolver(nameservers=[_nameserver(s) for s in config.dns_servers]))
         static = None
         if config.static_file is not None:
             from p2psip.locator.static import StaticLocator
@@ -564,7 +595,7 @@ class Node:
                 await self._republish
         calls = [c for c in self.calls if c.state is not SessionState.TERMINATED]
         await asyncio.gather(*(c.hangup("node stopping") for c in calls), return_exceptions=True)
-        if self._started:
+        if self._started and self.config.publish:
             for locator in (self.dht, self.bonjour):
                 if locator is None:
                     continue
@@ -638,6 +669,8 @@ class Node:
             source=config.answer_source() if config.answer_source else None,
             sink=config.answer_sink() if config.answer_sink else None,
             spare=True,
+            # answering an offer: controlled from the start (see AudioMedia)
+            ice_controlling=False if session.remote_offer is not None else None,
         )
 
     def _audio_config(
