@@ -69,6 +69,7 @@ class AudioMedia:
         self._controlling = True
         self._failure: Callable[[str], None] | None = None
         self._stopped = False
+        self._final_statistics: AudioStreamStatistics | None = None
         #: m-line index -> done when the stream's start() (ICE) is over, while it runs
         self._starting: dict[int, asyncio.Future[None]] = {}
 
@@ -96,23 +97,20 @@ class AudioMedia:
         )
         return stream
 
-    def _set_ice_role(self, stream: AudioStream) -> None:
-        # AudioStream takes the role in start(); its agent exists from prepare() on.
-        ice = getattr(stream, "_ice", None)
-        if ice is not None and self._ice_controlling is not None:
-            ice.controlling = self._ice_controlling
+    async def _prepare(self, stream: AudioStream) -> MediaConfig:
+        if self._ice_controlling is None:
+            return await stream.prepare()
+        return await stream.prepare(controlling=self._ice_controlling)
 
     # -- MediaHandler ---------------------------------------------------------------------------
     async def prepare(self) -> Sequence[MediaConfig]:
         """Bind/gather the first stream (and the spare one); their SDP configurations."""
         first = self._new_stream(primary=True)
         self._prepared.append(first)
-        configs = [await first.prepare()]
-        self._set_ice_role(first)
+        configs = [await self._prepare(first)]
         if self._want_spare:
             self._spare = self._new_stream(primary=False)
-            await self._spare.prepare()
-            self._set_ice_role(self._spare)
+            await self._prepare(self._spare)
         return configs
 
     def spare_streams(self) -> Sequence[MediaConfig]:
@@ -126,7 +124,7 @@ class AudioMedia:
         stream = self._new_stream(primary=False)
         if source is not None:
             stream.source = source
-        config = await stream.prepare()
+        config = await self._prepare(stream)
         self._prepared.append(stream)
         return config
 
@@ -186,6 +184,9 @@ class AudioMedia:
     async def stop(self) -> None:
         """Stop every stream (running, prepared and spare)."""
         self._stopped = True
+        primary = self.primary
+        if primary is not None and primary.pipeline is not None:
+            self._final_statistics = primary.statistics()
         streams = [*self.streams.values(), *self._prepared]
         if self._spare is not None:
             streams.append(self._spare)
@@ -220,10 +221,12 @@ class AudioMedia:
         return self.streams[min(self.streams)] if self.streams else None
 
     def statistics(self) -> AudioStreamStatistics | None:
-        """The first stream's statistics (None before media started)."""
+        """The first stream's statistics (None before media started; after the call, the
+        figures it ended with)."""
         primary = self.primary
         if primary is None or primary.pipeline is None:
-            return None  # bound to its m-line but still connecting (ICE): nothing to count yet
+            # bound to its m-line but still connecting (ICE), or stopped
+            return self._final_statistics
         return primary.statistics()
 
     def send_dtmf(self, digits: str) -> None:

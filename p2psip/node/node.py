@@ -813,4 +813,7 @@ class Node:
                 return [contact_from_uri(uri)]
             except LocatorError as exc:
                 raise NodeError(f"cannot call {target!r}: {exc}") from exc
-        return await self.resolve(uri)
+        contacts = await self.resolve(uri)
+        # RFC 3263 picks where the request goes, not what it is for: the Request-URI of a
+        # call found through DNS stays the AoR called (RFC 3261 §8.1.1.1).
+        return [replace(c, uri=uri) if c.source == "dns" else c for c in contacts]

@@ -471,8 +471,13 @@ class AudioStream:
             for tag, suite in enumerate(suites, 1)
         ]
 
-    async def prepare(self) -> MediaConfig:
+    async def prepare(self, *, controlling: bool = True) -> MediaConfig:
         """Bind the sockets or gather ICE candidates; return what goes into our SDP.
+
+        Args:
+            controlling: our ICE role as far as it is known now (RFC 8445 §6.1.1: the offerer
+                controls; an answerer passes False so that the offerer's first checks do not
+                meet a role conflict); :meth:`start` confirms it.
 
         Raises:
             MediaStreamError: called twice, no usable SRTP suite, no ICE candidate gathered.
@@ -486,7 +491,7 @@ class AudioStream:
         codecs = self._codec_descriptions()
         if cfg.ice:
             ice = IceTransport(
-                controlling=True,  # the real role comes with start()
+                controlling=controlling,  # start() confirms the role
                 host_addresses=cfg.host_addresses,
                 stun_server=cfg.stun_server,
                 turn_server=cfg.turn_server,
