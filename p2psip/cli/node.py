@@ -45,7 +45,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from p2psip.cli.overlay import _hostport
 from p2psip.cli.uas import split_hostport
@@ -66,9 +66,7 @@ from p2psip.endpoint.session import (
     Terminated,
 )
 from p2psip.errors import LocatorError, NotFound, P2PSIPError
-from p2psip.media.aio.stream import AudioStreamConfig, resolve_codecs
-from p2psip.media.audio import AudioSource, ToneSource, WavFileSink, WavFileSource
-from p2psip.media.codecs import registered_codecs
+from p2psip.media.config import CODEC_RATES, AudioStreamConfig, codec_available
 from p2psip.node import (
     Call,
     CallEnded,
@@ -79,6 +77,9 @@ from p2psip.node import (
     NodeConfig,
     NodeEvent,
 )
+
+if TYPE_CHECKING:
+    from p2psip.media.audio import AudioSource
 
 __all__ = [
     "CallCommandError",
@@ -247,27 +248,43 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
 
 # -- audio ------------------------------------------------------------------------------------
 def _codec_names(requested: list[str]) -> list[str]:
-    """Validated codec names; every available codec (cheapest first) when none was asked."""
+    """Validated codec names; every available codec (cheapest first) when none was asked.
+
+    Checked against :data:`~p2psip.media.config.CODEC_RATES` so that an idle node does not load
+    the media engine (numpy, PyAV, libsrtp, aioice) before its first call.
+    """
     if requested:
-        return [c.name for c in resolve_codecs(requested)]
-    order = {"pcmu": 0, "pcma": 1, "g722": 2, "opus": 3}
-    codecs = [c for c in registered_codecs() if c.available]
-    return [c.name for c in sorted(codecs, key=lambda c: order.get(c.name.casefold(), 9))]
+        names = []
+        for name in requested:
+            key = name.casefold()
+            if key not in CODEC_RATES:
+                known = ", ".join(sorted(CODEC_RATES))
+                raise CallCommandError(f"unknown codec {name!r} (known: {known})")
+            if not codec_available(key):
+                raise CallCommandError(f"{name} needs PyAV: pip install av")
+            names.append(key.upper() if key != "opus" else "opus")
+        return names
+    order = ("pcmu", "pcma", "g722", "opus")
+    return [n.upper() if n != "opus" else "opus" for n in order if codec_available(n)]
 
 
 def _audio_rate(codecs: list[str]) -> int:
     """The rate of sources and recordings: the widest of the codecs, at most 16 kHz."""
-    rates = [c.sample_rate for c in resolve_codecs(codecs)]
+    rates = [CODEC_RATES[c.casefold()] for c in codecs]
     return 8000 if max(rates) <= 8000 else 16000
 
 
 def _source_factory(args: argparse.Namespace, rate: int) -> Callable[[], AudioSource | None]:
     """What each call sends (``--play``/``--tone``), checked now so that errors come early."""
     if args.play:
+        from p2psip.media.audio import WavFileSource
+
         WavFileSource(args.play, rate).close()  # AudioFileError (one line) if unreadable
         path = args.play
         return lambda: WavFileSource(path, rate, loop=True)
     if args.tone is not None:
+        from p2psip.media.audio import ToneSource
+
         tone = float(args.tone)
         if not 0 < tone < rate / 2:
             raise CallCommandError(f"--tone must be between 0 and {rate // 2} Hz")
@@ -288,6 +305,8 @@ class Recording:
     def __init__(self, path: str | os.PathLike[str], sample_rate: int) -> None:
         self.path = Path(path)
         self.sample_rate = sample_rate
+        from p2psip.media.audio import WavFileSink
+
         self._sink = WavFileSink(self.path, sample_rate)
 
     @property

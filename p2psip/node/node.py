@@ -30,6 +30,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from p2psip.endpoint.aio.session import Session, SessionManager
 from p2psip.endpoint.aio.tls import client_context, server_context
@@ -46,12 +47,15 @@ from p2psip.errors import LocatorError, P2PSIPError
 from p2psip.locator.aio.chain import ChainLocator
 from p2psip.locator.aio.dht import DHTLocator
 from p2psip.locator.base import LocatedContact, Locator, aor_domain, normalize_aor_text
-from p2psip.media.aio.stream import AudioStreamConfig, AudioStreamStatistics
-from p2psip.media.audio import AudioSink, AudioSource
+from p2psip.media.config import AudioStreamConfig
 from p2psip.media.offer_answer import SRTPMode
-from p2psip.node.media import AudioMedia, with_codecs
 from p2psip.overlay.dht import DHTConfig
 from p2psip.overlay.identity import Identity, verify_tls_binding
+
+if TYPE_CHECKING:  # the media engine (numpy, PyAV, libsrtp, aioice) loads at the first call
+    from p2psip.media.aio.stream import AudioStreamStatistics
+    from p2psip.media.audio import AudioSink, AudioSource
+    from p2psip.node.media import AudioMedia
 
 __all__ = [
     "Call",
@@ -661,6 +665,8 @@ class Node:
         return next((c for c in self.calls if c.session is session), None)
 
     def _media_for(self, session: Session) -> AudioMedia:
+        from p2psip.node.media import AudioMedia
+
         # incoming calls: the session layer asks the factory; SRTP as the caller offers it
         # (p2psip callers always make it mandatory)
         config = self.config
@@ -676,7 +682,9 @@ class Node:
     def _audio_config(
         self, codecs: Sequence[str] | None, *, srtp: bool = False
     ) -> AudioStreamConfig:
-        audio = with_codecs(self.config.audio, codecs)
+        audio = self.config.audio
+        if codecs:
+            audio = replace(audio, codecs=tuple(codecs))
         if audio.ice and audio.host_addresses is None and self._loopback():
             audio = replace(audio, host_addresses=[self.config.listen])
         if not audio.ice:
@@ -694,6 +702,8 @@ class Node:
 
     async def _on_incoming(self, session: Session) -> None:
         media = session.media
+        from p2psip.node.media import AudioMedia
+
         assert isinstance(media, AudioMedia)
         media.bind_failure(session.media_failed)
         call = Call(self, session, media, "incoming", session.remote_uri)
@@ -772,6 +782,8 @@ class Node:
             tls = [c for c in contacts if c.transport.lower() == "tls" and c.public_key]
             if tls:
                 contacts = tls
+        from p2psip.node.media import AudioMedia
+
         media = AudioMedia(self._audio_config(codecs, srtp=verified), source=source, sink=sink)
         session = self.sessions.start_call(
             contacts, to=self._to_uri(target), media=media, timeout=timeout
