@@ -228,25 +228,31 @@ class DHTLocator:
         values = await self.node.get_values(_application_key(norm), check=verifies)
         if not values:
             raise NotFound(f"{norm}: no record in the overlay")
-        newest: dict[str, DeviceEntry] = {}
+        found: list[DeviceEntry] = []
         keys_seen: dict[bytes, int] = {}
         for value in values:
             for entry in valid_entries(value):
                 keys_seen[entry.public_key] = keys_seen.get(entry.public_key, 0) + 1
-                held = newest.get(entry.device_id)
-                if held is None or entry.seq > held.seq:
-                    newest[entry.device_id] = entry
-        if not newest:
+                found.append(entry)
+        if not found:
             if any(_withdrawn_or_expired(v, norm, now, pinned) for v in values):
                 raise NotFound(f"{norm}: withdrawn or expired")
             reason = "key changed" if pinned is not None else "no valid entry"
             raise RecordRefused(f"{norm}: records found but refused ({reason})")
+        key = next(iter(keys_seen))
         if len(keys_seen) > 1:
             # Unpinned first contact with replicas disagreeing on the key: trust the key most
-            # replicas hold, and say so.
+            # replicas hold, and say so. The newest entry per device is then taken among that
+            # key's entries only (a newer one signed by the other key does not count).
             key = max(keys_seen, key=lambda k: keys_seen[k])
             log.warning("%s: replicas disagree on the key; using %s", norm, fingerprint_of(key))
-            newest = {d: e for d, e in newest.items() if e.public_key == key}
+        newest: dict[str, DeviceEntry] = {}
+        for entry in found:
+            if entry.public_key != key:
+                continue
+            held = newest.get(entry.device_id)
+            if held is None or entry.seq > held.seq:
+                newest[entry.device_id] = entry
         entries = list(newest.values())
         self.known_keys.setdefault(norm, entries[0].public_key)
         contacts: list[LocatedContact] = []
