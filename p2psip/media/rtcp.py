@@ -852,9 +852,19 @@ class RtcpSession:
                 fraction, lost, highest, jitter = 0, 0, stats.extended_max_seq & 0xFFFFFFFF, 0
             dlsr = 0
             if source.last_sr_arrival is not None:
-                dlsr = min(int((now - source.last_sr_arrival) * 65536), 0xFFFFFFFF)
+                # clamped: a report built for a media-clock deadline may be stamped slightly
+                # before the SR's arrival time when the loop runs late
+                dlsr = min(max(int((now - source.last_sr_arrival) * 65536), 0), 0xFFFFFFFF)
             blocks.append(
-                ReportBlock(source.ssrc, fraction, lost, highest, jitter, source.last_sr, dlsr)
+                ReportBlock(
+                    source.ssrc,
+                    fraction,
+                    lost,
+                    highest & 0xFFFFFFFF,
+                    min(max(int(jitter), 0), 0xFFFFFFFF),
+                    source.last_sr & 0xFFFFFFFF,
+                    dlsr,
+                )
             )
         return tuple(blocks)
 

@@ -554,3 +554,22 @@ def test_rtt_ignores_negative_results() -> None:
     event = session.next_event()
     assert isinstance(event, ReportReceived) and event.rtt_ms is None
     assert session.statistics().rtt_ms is None
+
+
+def test_a_report_built_before_the_sr_arrival_time_does_not_fail() -> None:
+    # the media clock may stamp a report with its (earlier) deadline while the SR's arrival
+    # was stamped with the loop's later time: DLSR must clamp at 0, never raise
+    config = RtcpConfig(immediate_first_report=True, timer_reconsideration=False)
+    a = RtcpSession(1, "a@h", 8000, random.Random(1), 0.0, config=config)
+    b = RtcpSession(2, "b@h", 8000, random.Random(2), 0.0, config=config)
+    for i in range(5):
+        a.rtp_sent(i * 160, 160, i * 0.02)
+        b.rtp_received(RtpPacket(0, i, i * 160, 1, bytes(160)), i * 0.02)
+    a.handle_timer(a.next_timeout())
+    for datagram in a.datagrams_to_send():
+        b.receive_datagram(datagram, 10.0)  # the SR "arrives" at t = 10 s
+    b.rtp_received(RtpPacket(0, 5, 800, 1, bytes(160)), 10.0)
+    report = b._build_compound(9.99)  # built for an earlier deadline
+    parsed = parse_rtcp(report)
+    block = parsed[0].reports[0]
+    assert block.delay_since_last_sr == 0 and block.ssrc == 1
