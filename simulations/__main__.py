@@ -66,6 +66,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attack-share", type=float, default=d.attack_share)
     p.add_argument("--attack", choices=ATTACK_KINDS, default=d.attack)
     p.add_argument("--reader-pins", type=float, default=d.reader_pins)
+    p.add_argument("--calls", type=int, default=d.calls, help="SIP call attempts")
+    p.add_argument(
+        "--call-nodes", type=int, help="nodes running a SIP user agent (default min(50, N))"
+    )
     p.add_argument("--workers", type=int, default=d.workers, help="real-mode processes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
@@ -119,6 +123,8 @@ def _settings_args(args: argparse.Namespace) -> dict[str, Any]:
         "attack_share",
         "attack",
         "reader_pins",
+        "calls",
+        "call_nodes",
         "workers",
         "quiet",
     }

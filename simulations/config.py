@@ -65,7 +65,11 @@ class SimSettings:
             (trust on first use from an earlier contact).
         workers: worker processes (real mode).
         quiet: no progress bar.
-        calls: call attempts per second (hook for when sessions exist; must stay 0).
+        calls: SIP call attempts between call nodes (resolve the callee's AoR through the
+            DHT, INVITE, 200/ACK, BYE): after the steady phase, or spread over the event
+            phase when there is one.
+        call_nodes: nodes that also run a SIP user agent and publish a call AoR (default
+            ``min(50, nodes)`` when calls are asked for).
     """
 
     mode: str = "virtual"
@@ -98,7 +102,8 @@ class SimSettings:
     reader_pins: float = 0.0
     workers: int = 4
     quiet: bool = False
-    calls: float = 0.0
+    calls: int = 0
+    call_nodes: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -129,8 +134,12 @@ class SimSettings:
             raise ConfigError("lookups must be >= 0")
         if self.refresh >= self.lifetime:
             raise ConfigError("refresh must be shorter than the record lifetime")
-        if self.calls:
-            raise ConfigError("call attempts need SIP sessions, which do not exist yet")
+        if not isinstance(self.calls, int) or self.calls < 0:
+            raise ConfigError("calls must be a whole number >= 0")
+        if self.call_nodes is None:
+            self.call_nodes = min(50, self.nodes) if self.calls else 0
+        if self.calls and not 2 <= self.call_nodes <= self.nodes:
+            raise ConfigError("call_nodes must be between 2 and the number of nodes")
         if self.mode == "real" and self.join == "oracle":
             raise ConfigError("the oracle join is for virtual mode (real nodes join by protocol)")
         if self.mode == "real" and self.bandwidth is not None:

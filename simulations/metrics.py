@@ -157,12 +157,45 @@ def _census_summary(census: Census, keys_count: int) -> dict[str, Any]:
     }
 
 
+def summarise_calls(record: RunRecord) -> dict[str, Any]:
+    """The ``calls`` section: attempts, success, resolve and set-up times, failure reasons.
+
+    ``success_rate`` is over every attempt; ``success_rate_live`` over attempts whose callee
+    was up when the attempt began and whose caller stayed (what the overlay and SIP promise).
+    """
+    calls = record.calls
+    counted = [c for c in calls if c.outcome != "caller-left"]
+    live = [c for c in counted if c.callee_alive]
+    ok = sum(1 for c in counted if c.ok)
+    failures: dict[str, int] = {}
+    for c in calls:
+        if not c.ok:
+            failures[c.outcome] = failures.get(c.outcome, 0) + 1
+    publishes = record.call_publishes
+    return {
+        "call_nodes": len(record.call_nodes),
+        "aor_publish_success_rate": _share(sum(1 for p in publishes if p.ok), len(publishes)),
+        "attempted": len(calls),
+        "succeeded": ok,
+        "success_rate": _share(ok, len(counted)),
+        "success_rate_live": _share(sum(1 for c in live if c.ok), len(live)),
+        "callee_departed": sum(1 for c in calls if not c.callee_alive),
+        "resolve_ms": percentiles(c.resolve_ms for c in counted if c.resolve_ms > 0),
+        "setup_ms": percentiles(c.setup_ms for c in counted if c.ok),
+        "failures": dict(sorted(failures.items())),
+    }
+
+
 def _timeseries(record: RunRecord) -> list[dict[str, Any]]:
     s = record.settings
     bins: dict[int, list[ResolveResult]] = {}
     for r in record.events:
         k = int((r.started - record.event_origin) // s.tick)
         bins.setdefault(k, []).append(r)
+    call_bins: dict[int, list[Any]] = {}
+    for c in record.calls:
+        k = int((c.started - record.event_origin) // s.tick)
+        call_bins.setdefault(k, []).append(c)
     series = []
     for k, entry in enumerate(record.timeline):
         results = bins.get(k, [])
@@ -177,6 +210,11 @@ def _timeseries(record: RunRecord) -> list[dict[str, Any]]:
                 "hops_mean": summary["hops_mean"],
             }
         )
+        if s.calls:
+            attempts = [c for c in call_bins.get(k, []) if c.outcome != "caller-left"]
+            series[-1]["calls"] = len(attempts)
+            series[-1]["calls_ok"] = sum(1 for c in attempts if c.ok)
+            series[-1]["call_success_rate"] = _share(series[-1]["calls_ok"], len(attempts))
     return series
 
 
@@ -250,6 +288,8 @@ def build_results(
             )
         phases["events"] = events
     results["phases"] = phases
+    if s.calls:
+        results["calls"] = summarise_calls(record)
     if "end" in censuses:
         results["end"] = _census_summary(censuses["end"], record.record_count)
         results["storage_keys_per_node"] = results["end"]["keys_per_node"]

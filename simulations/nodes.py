@@ -41,6 +41,7 @@ from p2psip.overlay.records import (
 )
 from p2psip.overlay.records import Contact as RecordContact
 from p2psip.overlay.records import dht_key as record_key
+from simulations.calls import SIP_PORT, CallAgent, CallResult, attempt_call, is_call_aor
 from simulations.config import SimSettings
 from simulations.errors import SimulationError
 from simulations.network import VirtualNetwork, VirtualTransport
@@ -230,6 +231,7 @@ class SimNode:
 
     __slots__ = (
         "address",
+        "agent",
         "alive",
         "behaviour",
         "contact",
@@ -254,6 +256,7 @@ class SimNode:
         self.forged: dict[bytes, bytes] = {}
         self.meter: Any = None
         self.transport: Any = None
+        self.agent: CallAgent | None = None
 
 
 class NodeHost:
@@ -467,6 +470,8 @@ class NodeHost:
                     for contact in node.router.closest(key)
                 ]
                 await asyncio.gather(*stores, return_exceptions=True)
+            if sim.agent is not None:  # a crash sends no BYE: its calls just go silent
+                await sim.agent.close(graceful=graceful)
             await node.stop()
             self._retire(sim)
             return 1
@@ -510,7 +515,10 @@ class NodeHost:
                 if sim is None or not sim.alive:
                     return PublishResult(index, aor, False, "publisher gone", 0.0, 0)
                 self._identity(sim)
-                contact = contact_from_uri(contact_uri(aor, sim.address), source="dht")
+                address = sim.address
+                if is_call_aor(aor) and sim.agent is not None:
+                    address = sim.agent.address  # its SIP contact
+                contact = contact_from_uri(contact_uri(aor, address), source="dht")
                 started = self.loop.time()
                 before = sim.node.stats.requests_sent
                 try:
@@ -604,6 +612,48 @@ class NodeHost:
             pinned is not None,
             table_size,
         )
+
+    # -- calls ------------------------------------------------------------------------------
+
+    async def start_sip(self, indices: Iterable[int]) -> dict[int, tuple[str, int]]:
+        """Give each node a SIP user agent on its own host address (see
+        :class:`~simulations.calls.CallAgent`); returns their UDP addresses."""
+        out = {}
+        virtual = self.network is not None
+        for index in indices:
+            sim = self.alive(index)
+            agent = CallAgent(index, self.settings.seed, virtual=virtual)
+            out[index] = await agent.listen(sim.address[0], SIP_PORT if virtual else 0)
+            sim.agent = agent
+        return out
+
+    async def call(
+        self, items: Iterable[tuple[int, int, bool, float]], limit: int
+    ) -> list[CallResult]:
+        """Call attempts ``(caller, callee, callee alive, delay)``: resolve the callee's AoR
+        through the caller's DHT node, INVITE its first contact, hang up; at most ``limit``
+        at once."""
+        gate = asyncio.Semaphore(limit)
+
+        async def one(index: int, callee: int, callee_alive: bool, delay: float) -> CallResult:
+            if delay > 0:
+                await asyncio.sleep(delay)
+            async with gate:
+                sim = self.nodes.get(index)
+                if sim is None or not sim.alive or sim.agent is None:
+                    return CallResult(index, callee, "caller-left", self.clock(), callee_alive)
+                result = await attempt_call(
+                    sim.agent,
+                    sim.locator,
+                    callee,
+                    callee_alive,
+                    self.clock(),
+                    still_alive=lambda: sim.alive,
+                )
+                result.index = index
+                return result
+
+        return list(await asyncio.gather(*(one(*item) for item in items)))
 
     # -- attackers --------------------------------------------------------------------------
 

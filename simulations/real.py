@@ -25,6 +25,7 @@ import time
 import traceback
 from typing import Any
 
+from simulations.calls import CallResult
 from simulations.config import SimSettings
 from simulations.errors import WorkerError
 from simulations.nodes import Census, JoinResult, NodeHost, PublishResult, ResolveResult
@@ -125,6 +126,10 @@ async def _dispatch(host: NodeHost, operation: str, args: tuple[Any, ...]) -> An
         return host.census(*args)
     if operation == "closest_holders":
         return host.closest_holders(*args)
+    if operation == "start_sip":
+        return await host.start_sip(*args)
+    if operation == "call":
+        return await host.call(*args)
     raise WorkerError(f"unknown operation {operation!r}")
 
 
@@ -275,6 +280,20 @@ class ProcessCluster:
             *(self._call(w, "closest_holders", key, count) for w in range(self.workers))
         )
         return sorted(item for answer in answers for item in answer)[:count]
+
+    async def start_sip(self, indices: list[int]) -> dict[int, Address]:
+        parts: dict[int, list[int]] = {}
+        for index in indices:
+            parts.setdefault(self.worker_of(index), []).append(index)
+        answers = await asyncio.gather(*(self._call(w, "start_sip", p) for w, p in parts.items()))
+        merged: dict[int, Address] = {}
+        for answer in answers:
+            merged.update(answer)
+        return {i: merged[i] for i in indices}
+
+    async def call(self, items: list[tuple[int, int, bool, float]], limit: int) -> list[CallResult]:
+        share = max(1, math.ceil(limit / self.workers))
+        return await self._each("call", items, share)
 
     async def close(self) -> None:
         await asyncio.gather(

@@ -201,6 +201,37 @@ def write_run_report(out: Path, results: dict[str, Any], plots: Sequence[str]) -
         ],
     )
     lines += ["Outcomes: " + ", ".join(f"{k} {v:,}" for k, v in results["outcomes"].items()), ""]
+    calls = results.get("calls")
+    if calls:
+        lines += ["## Calls", ""]
+        lines += _table(
+            [
+                "call nodes",
+                "attempted",
+                "succeeded",
+                "success",
+                "success (callee up)",
+                "resolve p50 / p95 ms",
+                "setup p50 / p95 ms",
+            ],
+            [
+                [
+                    _fmt(calls["call_nodes"]),
+                    _fmt(calls["attempted"]),
+                    _fmt(calls["succeeded"]),
+                    _pct(calls["success_rate"], 1),
+                    _pct(calls["success_rate_live"], 1),
+                    f"{_fmt(calls['resolve_ms']['p50'])} / {_fmt(calls['resolve_ms']['p95'])}",
+                    f"{_fmt(calls['setup_ms']['p50'])} / {_fmt(calls['setup_ms']['p95'])}",
+                ]
+            ],
+        )
+        reasons = ", ".join(f"{k} {v:,}" for k, v in calls["failures"].items()) or "none"
+        lines += [
+            "A call resolves the callee's AoR through the DHT, INVITEs its first contact over"
+            f" UDP, waits for the 200 (ACK sent) and hangs up with BYE. Failures: {reasons}.",
+            "",
+        ]
     lines += ["## Phases", ""]
     lines += _table(
         [
@@ -302,6 +333,7 @@ def write_run_report(out: Path, results: dict[str, Any], plots: Sequence[str]) -
                 "success",
                 "p50 ms",
                 "p95 ms",
+                *(["calls ok"] if results.get("calls") else []),
             ],
             [
                 [
@@ -315,6 +347,11 @@ def write_run_report(out: Path, results: dict[str, Any], plots: Sequence[str]) -
                     _pct(row["success_rate"], 1),
                     _fmt(row["latency_p50_ms"]),
                     _fmt(row["latency_p95_ms"]),
+                    *(
+                        [f"{row['calls_ok']}/{row['calls']}"]
+                        if "calls" in row and "calls_ok" in row
+                        else []
+                    ),
                 ]
                 for row in events["timeseries"]
             ],

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from simulations.calls import CallResult, call_aor
 from simulations.config import SimSettings
 from simulations.nodes import (
     Census,
@@ -86,6 +87,12 @@ class Cluster(Protocol):
 
     async def closest_holders(self, key: bytes, count: int) -> list[tuple[int, int, bool]]: ...
 
+    async def start_sip(self, indices: list[int]) -> dict[int, Address]: ...
+
+    async def call(
+        self, items: list[tuple[int, int, bool, float]], limit: int
+    ) -> list[CallResult]: ...
+
     async def close(self) -> None: ...
 
 
@@ -134,6 +141,12 @@ class LocalCluster:
 
     async def closest_holders(self, key: bytes, count: int) -> list[tuple[int, int, bool]]:
         return self.host.closest_holders(key, count)
+
+    async def start_sip(self, indices: list[int]) -> dict[int, Address]:
+        return await self.host.start_sip(indices)
+
+    async def call(self, items: list[tuple[int, int, bool, float]], limit: int) -> list[CallResult]:
+        return await self.host.call(items, limit)
 
     async def close(self) -> None:
         await self.host.close()
@@ -226,6 +239,9 @@ class RunRecord:
     attackers: dict[int, str] = field(default_factory=dict)
     diagnoses: list[dict[str, Any]] = field(default_factory=list)
     arrivals_joined: list[JoinResult] = field(default_factory=list)
+    calls: list[CallResult] = field(default_factory=list)
+    call_nodes: list[int] = field(default_factory=list)
+    call_publishes: list[PublishResult] = field(default_factory=list)
     record_count: int = 0
     event_origin: float = 0.0
     rss_before: int = 0
@@ -265,6 +281,8 @@ class Workload:
             await self._phase("join", self._join())
             await self._phase("publish", self._publish())
             await self._phase("steady", self._steady())
+            if self.s.calls and not self.s.duration:
+                await self._phase("calls", self._calls())
             if self.s.duration:
                 await self._phase("events", self._events())
             self.record.censuses["end"] = await self.cluster.census(self._record_keys())
@@ -389,7 +407,50 @@ class Workload:
         self.record.publishes = results
         for result in results:
             self.live_records.add(self._number(result.aor))
+        if s.calls:
+            await self._start_call_nodes(honest)
         self.record.censuses["published"] = await self.cluster.census(self._record_keys())
+
+    async def _start_call_nodes(self, honest: list[int]) -> None:
+        """Give ``call_nodes`` random honest nodes a SIP user agent; each publishes its AoR
+        with its UDP SIP contact."""
+        s = self.s
+        chosen = sorted(self.rng.sample(honest, min(s.call_nodes or 0, len(honest))))
+        self.record.call_nodes = chosen
+        await self.cluster.start_sip(chosen)
+        items = [(index, call_aor(index), 0.0) for index in chosen]
+        self.record.call_publishes = await self.cluster.publish(items, s.concurrency)
+
+    def _call_items(self, count: int, spread: float) -> list[tuple[int, int, bool, float]]:
+        """``count`` attempts from random live call nodes to random other call nodes (alive
+        or not: a caller cannot know that its callee departed)."""
+        rng = self.rng
+        nodes = self.record.call_nodes
+        items: list[tuple[int, int, bool, float]] = []
+        for _ in range(count):
+            live = [i for i in nodes if i in self.alive]
+            if not live or len(nodes) < 2:
+                break
+            caller = live[rng.randrange(len(live))]
+            callee = caller
+            while callee == caller:
+                callee = nodes[rng.randrange(len(nodes))]
+            delay = rng.random() * spread if spread else 0.0
+            items.append((caller, callee, callee in self.alive, delay))
+        return items
+
+    async def _calls(self) -> None:
+        s = self.s
+        items = self._call_items(s.calls, 0.0)
+        bar = self.progress.bar("calls", len(items), "call")
+        for first in range(0, len(items), 256):
+            part = items[first : first + 256]
+            self.record.calls.extend(await self.cluster.call(part, s.concurrency))
+            bar.update(len(part))
+        bar.close()
+
+    async def _event_calls(self, items: list[tuple[int, int, bool, float]]) -> None:
+        self.record.calls.extend(await self.cluster.call(items, self.s.concurrency))
 
     @staticmethod
     def _number(aor: str) -> int:
@@ -447,6 +508,7 @@ class Workload:
         target = s.nodes
         mass_done = not s.mass_failure
         carry = 0.0
+        call_carry = 0.0
         bar = self.progress.bar("events", ticks, "tick")
         for k in range(ticks):
             t0 = start + k * s.tick
@@ -494,6 +556,16 @@ class Workload:
             items = self._resolve_items(count, length)
             if items:
                 self._spawn(self._event_resolves(items))
+            if s.calls:  # the attempts spread evenly over the event phase
+                wanted = s.calls * length / s.duration + call_carry
+                count = int(wanted + 1e-9)
+                call_carry = wanted - count
+                if k == ticks - 1:
+                    count = max(0, s.calls - sum(t.get("calls", 0) for t in self.record.timeline))
+                entry["calls"] = count
+                calls = self._call_items(count, length)
+                if calls:
+                    self._spawn(self._event_calls(calls))
             self.record.timeline.append(entry)
             bar.update(1)
         await self._sleep_until(start + s.duration)
