@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 from p2psip.media.aio.stream import (
     AudioStream,
@@ -235,8 +234,3 @@ class AudioMedia:
         if primary is None:
             raise RuntimeError("no running audio stream")
         primary.send_dtmf(digits)
-
-
-def with_codecs(config: AudioStreamConfig, codecs: Sequence[str] | None) -> AudioStreamConfig:
-    """``config`` with another codec preference (None keeps it)."""
-    return config if not codecs else replace(config, codecs=tuple(codecs))

@@ -42,8 +42,9 @@ from p2psip.endpoint.session import (
     SessionState,
     Terminated,
 )
+from p2psip.endpoint.uri import parse_uri
 from p2psip.endpoint.useragent import UserAgentConfig
-from p2psip.errors import LocatorError, P2PSIPError
+from p2psip.errors import LocatorError, P2PSIPError, SIPParseError
 from p2psip.locator.aio.chain import ChainLocator
 from p2psip.locator.aio.dht import DHTLocator
 from p2psip.locator.base import LocatedContact, Locator, aor_domain, normalize_aor_text
@@ -459,36 +460,22 @@ class Node:
             on_incoming=self._on_incoming,
         )
         self.sessions.add_listener(self._on_session_event)
-        tls = ua.core.local_address("tls")
-        udp = ua.core.local_address("udp")
-        tcp = ua.core.local_address("tcp")
         device = self.device_id
-        self.contacts = [
-            LocatedContact(
-                f"sip:{user}@{tls.host_for_uri}:{tls.port};transport=tls",
-                "tls",
-                tls.host,
-                tls.port,
-                0,
-                device_id=device,
-            ),
-            LocatedContact(
-                f"sip:{user}@{udp.host_for_uri}:{udp.port}",
-                "udp",
-                udp.host,
-                udp.port,
-                10,
-                device_id=device,
-            ),
-            LocatedContact(
-                f"sip:{user}@{tcp.host_for_uri}:{tcp.port};transport=tcp",
-                "tcp",
-                tcp.host,
-                tcp.port,
-                20,
-                device_id=device,
-            ),
-        ]
+        # TLS first: p2psip callers use it and check the certificate against our key
+        self.contacts = []
+        for rank, transport in enumerate(("tls", "udp", "tcp")):
+            local = ua.core.local_address(transport)
+            param = "" if transport == "udp" else f";transport={transport}"
+            self.contacts.append(
+                LocatedContact(
+                    f"sip:{user}@{local.host_for_uri}:{local.port}{param}",
+                    transport,
+                    local.host,
+                    local.port,
+                    10 * rank,
+                    device_id=device,
+                )
+            )
 
     @property
     def device_id(self) -> str:
@@ -813,11 +800,12 @@ class Node:
         from p2psip.locator.static import contact_from_uri
 
         uri = self._to_uri(target)
-        host = uri.partition("@")[2] or uri.partition(":")[2]
-        host = host.split(";", 1)[0]
-        bare = host[1 : host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
         try:
-            ipaddress.ip_address(bare)
+            host = parse_uri(uri).host_plain
+        except SIPParseError as exc:
+            raise NodeError(f"cannot call {target!r}: {exc}") from exc
+        try:
+            ipaddress.ip_address(host)
         except ValueError:
             pass
         else:  # a numeric host: call it directly
