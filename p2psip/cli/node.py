@@ -47,8 +47,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from p2psip.cli.overlay import _hostport
-from p2psip.cli.uas import split_hostport
+from p2psip.cli.args import hostport as _hostport
+from p2psip.cli.args import split_hostport
 from p2psip.endpoint.session import (
     CallFailed,
     CallTimeout,

@@ -10,20 +10,13 @@ import signal
 import sys
 from pathlib import Path
 
-from p2psip.cli.uas import split_hostport
+from p2psip.cli.args import hostport as _hostport
 from p2psip.errors import LocatorError, NotFound
 from p2psip.locator.aio.chain import ChainLocator
 from p2psip.locator.aio.dht import DHTLocator
 from p2psip.locator.base import LocatedContact, Locator, aor_domain, normalize_aor_text
 from p2psip.locator.static import StaticLocator, contact_from_uri
 from p2psip.overlay.identity import Identity
-
-
-def _hostport(text: str) -> tuple[str, int]:
-    try:
-        return split_hostport(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def client_host(bootstrap: list[tuple[str, int]]) -> str:

@@ -12,6 +12,7 @@ import gc
 import signal
 import sys
 
+from p2psip.cli.args import split_hostport
 from p2psip.endpoint.aio.useragent import ServerRequest, UserAgent
 from p2psip.endpoint.useragent import UserAgentConfig
 
@@ -156,22 +157,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="tuned (default): no automatic full collections, young generations collected "
         "every second; default: Python's collector as it is",
     )
-
-
-def split_hostport(text: str) -> tuple[str, int]:
-    """``127.0.0.1:5060`` / ``[::1]:5060`` -> (host, port).
-
-    Raises:
-        ValueError: with a one-line explanation.
-    """
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.lstrip(":") or "5060"
-    else:
-        host, _, port_text = text.rpartition(":")
-    if not host or not port_text.isdigit() or int(port_text) > 65535:
-        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:5060 or [::1]:5060), got {text!r}")
-    return host, int(port_text)
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -66,6 +66,7 @@ __all__ = [
     "best_response",
     "check_transition",
     "contact_for_uri",
+    "contact_key",
     "failure_reason",
     "format_dtmf_relay",
     "glare_backoff",
@@ -790,7 +791,8 @@ def best_response(responses: Iterable[Response]) -> Response | None:
 # ------------------------------------------------------------------------------------------
 # Contacts
 # ------------------------------------------------------------------------------------------
-def _contact_key(contact: LocatedContact) -> tuple[str, str, int, str]:
+def contact_key(contact: LocatedContact) -> tuple[str, str, int, str]:
+    """What makes two contacts the same target: transport, host, port and URI."""
     return (contact.transport.lower(), contact.host.lower(), contact.port, contact.uri)
 
 
@@ -800,7 +802,7 @@ def order_contacts(contacts: Iterable[LocatedContact]) -> list[LocatedContact]:
     seen: set[tuple[str, str, int, str]] = set()
     unique = []
     for contact in contacts:
-        key = _contact_key(contact)
+        key = contact_key(contact)
         if key not in seen:
             seen.add(key)
             unique.append(contact)

@@ -458,6 +458,7 @@ class Node:
             verify_peer=self._verify_peer,
             local_uri=self.aor,
             on_incoming=self._on_incoming,
+            resolve_target=self._contacts_for,  # 3xx targets: the same rules as a call
         )
         self.sessions.add_listener(self._on_session_event)
         device = self.device_id

@@ -570,6 +570,64 @@ async def test_redirect_loop_and_limit(party, scripted) -> None:
     assert len(info.value.attempts) == 2 and "redirect limit" in info.value.attempts[1][1]
 
 
+async def test_redirect_to_a_host_name_is_resolved_through_dns(party, scripted) -> None:
+    """RFC 3261 §8.1.3.4 + RFC 3263: a 3xx target named by host goes through the resolver
+    (a real DNS server on loopback: SRV then A), keeps its URI as Request-URI, and a name
+    that does not resolve is reported, not called."""
+    from p2psip.locator.aio.dns import DNSLocator, DNSResolver
+    from tests.conftest import free_port
+    from tests.dnsserver import DNSServer
+
+    bob = await party("bob")
+    zone = {
+        "bob.example.test": {},
+        "_sip._udp.bob.example.test": {"SRV": [f"10 100 {bob.address.port} host.example.test"]},
+        "host.example.test": {"A": [HOST]},
+    }
+    async with DNSServer(zone, port=free_port("udp")) as server:
+        locator = DNSLocator(
+            DNSResolver(nameservers=[server.address], timeout=2.0, supported_transports=["udp"])
+        )
+        alice = await party("alice", resolve_target=locator.resolve)
+        redirector = await scripted()
+        targets = ["sip:bob@nowhere.example.test", "sip:bob@bob.example.test"]
+        redirector.ua.on(
+            "INVITE",
+            lambda sreq: sreq.respond(
+                302,
+                headers=[
+                    ("Contact", f"<{targets[0]}>;q=0.9"),
+                    ("Contact", f"<{targets[1]}>;q=0.5"),
+                ],
+            ),
+        )
+        call = alice.manager.start_call(redirector.uri)
+        incoming = await within(bob.next_call())
+        assert bob.received(f"INVITE {targets[1]} SIP/2.0")  # Request-URI: the 3xx target
+        await incoming.accept()
+        await within(call.wait_established())
+        assert call.contact is not None and call.contact.source == "dns"
+        assert call.contact.port == bob.address.port
+        outcomes = dict(call.attempts)
+        assert outcomes[targets[0]].startswith("not called:")
+        assert any(t == "SRV" and "_udp.bob.example.test" in n for n, t in server.queries)
+        await call.terminate()
+
+
+async def test_redirect_to_a_host_name_without_resolver_is_skipped(party, scripted) -> None:
+    alice, redirector = await party("alice"), await scripted()
+    redirector.ua.on(
+        "INVITE",
+        lambda sreq: sreq.respond(302, headers=[("Contact", "<sip:bob@bob.example.test>")]),
+    )
+    with pytest.raises(CallFailed) as info:
+        await within(alice.manager.call(redirector.uri))
+    assert info.value.status == 302
+    assert ("sip:bob@bob.example.test", "not called: host is not an IP address") in (
+        info.value.attempts
+    )
+
+
 async def test_digest_challenge_is_answered(party, scripted) -> None:
     alice = await party("alice", credentials=("alice", "secret"))
     peer = await scripted()

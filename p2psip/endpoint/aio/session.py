@@ -32,6 +32,7 @@ import itertools
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
 from p2psip.endpoint.addresses import TransportAddress
@@ -71,6 +72,7 @@ from p2psip.endpoint.session import (
     best_response,
     check_transition,
     contact_for_uri,
+    contact_key,
     failure_reason,
     format_dtmf_relay,
     glare_backoff,
@@ -197,6 +199,13 @@ def default_audio_config(port: int = 9) -> MediaConfig:
             CodecDescription.telephone_event(),
         ],
     )
+
+
+#: Resolves a redirect target URI with a host name into contacts (see :class:`SessionManager`).
+ResolveTarget = Callable[[str], Awaitable[Sequence[LocatedContact]]]
+
+#: Seconds a redirect target's name resolution may take before the target is given up.
+RESOLVE_TIMEOUT = 8.0
 
 
 def _is_ip(host: str) -> bool:
@@ -350,6 +359,7 @@ class Session:
         # outgoing
         self.attempts: list[tuple[str, str]] = []
         self._all_attempts: list[_Attempt] = []
+        self._resolving: asyncio.Future[list[list[LocatedContact] | str]] | None = None
         self._cseq = 0
         self._live: set[_Attempt] = set()
         self._winner: _Attempt | None = None
@@ -630,6 +640,8 @@ class Session:
             return
         self._abort_reason = why
         self._abort_header = header
+        if self._resolving is not None:
+            self._resolving.cancel()
         if self.state in (SessionState.CALLING, SessionState.PROCEEDING, SessionState.EARLY):
             self._set_state(SessionState.TERMINATING)
         for attempt in list(self._live):
@@ -651,7 +663,7 @@ class Session:
             queue = [] if parallel else queue[1:]
             round_attempts = []
             for contact in batch:
-                key = (contact.transport.lower(), contact.host.lower(), contact.port, contact.uri)
+                key = contact_key(contact)
                 if key in tried:
                     continue
                 tried.add(key)
@@ -671,17 +683,14 @@ class Session:
                     if not try_next_contact(final.status):
                         stop = True
                 if attempt.redirect:
-                    fresh = [
-                        c
-                        for c in attempt.redirect
-                        if (c.transport, c.host.lower(), c.port, c.uri) not in tried
-                    ]
+                    fresh = [c for c in attempt.redirect if contact_key(c) not in tried]
                     if redirects >= config.max_redirects:
                         attempt.outcome += " (redirect limit reached)"
                     elif not fresh:
                         attempt.outcome += " (redirect loop)"
                     else:
                         redirects += 1
+                        fresh = await self._resolve_names(fresh, tried)
                         queue = order_contacts([*queue, *fresh])
                 self.attempts.append((attempt.contact.uri, attempt.outcome))
         if self._winner is not None:
@@ -730,6 +739,58 @@ class Session:
             None,
             outcomes,
         )
+
+    async def _resolve_names(
+        self, contacts: list[LocatedContact], tried: set[tuple[str, str, int, str]]
+    ) -> list[LocatedContact]:
+        """Redirect targets with IP hosts as they are; named hosts through ``resolve_target``.
+
+        The resolved contacts take the target's place in the order (its priority; the
+        resolver's order among them); one found through DNS keeps the target URI as its
+        Request-URI. Names are resolved concurrently, each within :data:`RESOLVE_TIMEOUT`.
+        """
+        resolver = self.manager.resolve_target
+        named = [c for c in contacts if not _is_ip(c.host)]
+        if not named or resolver is None:
+            return contacts
+
+        async def one(contact: LocatedContact) -> list[LocatedContact] | str:
+            try:
+                async with asyncio.timeout(RESOLVE_TIMEOUT):
+                    found = list(await resolver(contact.uri))
+            except TimeoutError:
+                return "not called: name resolution timed out"
+            except P2PSIPError as exc:
+                return f"not called: {exc}"
+            if not found:
+                return "not called: the name resolved to no contact"
+            return found
+
+        self._resolving = asyncio.gather(*(one(c) for c in named))
+        try:
+            results = await self._resolving
+        except asyncio.CancelledError:
+            if self._abort_reason is None:
+                raise  # the task itself was cancelled
+            return []  # the call was stopped meanwhile
+        finally:
+            self._resolving = None
+        resolved = dict(zip((id(c) for c in named), results, strict=True))
+        out: list[LocatedContact] = []
+        for contact in contacts:
+            result = resolved.get(id(contact))
+            if result is None:
+                out.append(contact)
+            elif isinstance(result, str):
+                tried.add(contact_key(contact))
+                self.attempts.append((contact.uri, result))
+            else:
+                tried.add(contact_key(contact))
+                for found in result:
+                    if found.source == "dns":
+                        found = replace(found, uri=contact.uri)
+                    out.append(replace(found, priority=contact.priority))
+        return out
 
     def _new_attempt(self, contact: LocatedContact) -> _Attempt | None:
         transport = contact.transport.lower()
@@ -1948,6 +2009,10 @@ class SessionManager:
         credentials: ``(user, password)`` for digest challenges.
         on_incoming: called with each incoming :class:`Session` (sync or async); without it,
             sessions are queued for :meth:`incoming`.
+        resolve_target: resolves a redirect target whose host is a name (RFC 3261 §8.1.3.4
+            with RFC 3263): given the target URI, returns the contacts to try, best first,
+            or raises :class:`~p2psip.errors.P2PSIPError`. A contact found through DNS keeps
+            the target URI as its Request-URI. Without it such targets are skipped.
         rng: random source (tags, Call-IDs, back-off); seed it in tests.
 
     Attributes:
@@ -1964,9 +2029,11 @@ class SessionManager:
         local_uri: str | None = None,
         credentials: tuple[str, str] | None = None,
         on_incoming: Callable[[Session], Awaitable[None] | None] | None = None,
+        resolve_target: ResolveTarget | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.ua = ua
+        self.resolve_target = resolve_target
         self.config = config or SessionConfig()
         self.media_factory = media_factory or (lambda session: NullMedia())
         self.verify_peer = verify_peer
