@@ -1001,7 +1001,7 @@ class OfferAnswer:
         for crypto in config.crypto_lines:
             ours.setdefault(crypto.suite, crypto)
         for crypto in offered.usable_crypto():
-            if crypto.suite not in ours or crypto.session_params:
+            if crypto.suite not in ours or crypto.unsupported_session_params():
                 continue
             if not crypto.has_valid_key_length():
                 continue

@@ -726,6 +726,16 @@ class Crypto:
         length = SRTP_KEY_SALT_LENGTHS.get(self.suite)
         return length is not None and all(len(k.key_material) == length for k in self.key_params)
 
+    def unsupported_session_params(self) -> tuple[str, ...]:
+        """Session parameters an SRTP session built from this line could not honour.
+
+        ``KDR=0`` (no key derivation rate: the libsrtp behaviour) is fine; any other KDR, the
+        ``UNENCRYPTED_*`` / ``UNAUTHENTICATED_SRTP`` switches, ``FEC_*`` and ``WSH`` are not.
+        An answerer refuses a crypto line with session parameters it does not support
+        (RFC 4568 §6.3, §7.1.2).
+        """
+        return tuple(p for p in self.session_params if p.upper() != "KDR=0")
+
     def __str__(self) -> str:
         keys = ";".join(str(k) for k in self.key_params)
         return " ".join([str(self.tag), self.suite, keys, *self.session_params])

@@ -6,8 +6,9 @@ Sans-IO: packets in, packets out, no clock. The pieces:
   their key, salt and tag lengths; :func:`supported_suites` lists the ones the installed
   ``pylibsrtp`` can actually run (detected, not assumed: ``pylibsrtp`` 1.0 has no AES-256-CM).
 * :func:`generate_inline` / :func:`parse_inline` - the ``inline:`` key parameter of RFC 4568 §6.1
-  (base64 of master key || master salt, optional ``|lifetime`` and ``|MKI:length``).
-  :class:`CryptoAttribute` reads and writes the whole ``a=crypto`` value (RFC 4568 §9.1).
+  (base64 of master key || master salt, optional ``|lifetime`` and ``|MKI:length``), decoded
+  into key bytes checked against the suite. The ``a=crypto`` attribute itself is SDP syntax:
+  :class:`p2psip.media.sdp.Crypto` reads and writes it.
 * :class:`SrtpSession` - one SRTP session (our sending key + the peer's key) with
   ``protect_rtp`` / ``unprotect_rtp`` / ``protect_rtcp`` / ``unprotect_rtcp``. Every refused
   packet raises an :class:`SrtpError` subclass and is counted in :attr:`SrtpSession.stats`.
@@ -32,7 +33,6 @@ from p2psip.errors import P2PSIPError
 
 __all__ = [
     "SUITES",
-    "CryptoAttribute",
     "InlineKey",
     "SrtpAuthenticationError",
     "SrtpError",
@@ -386,75 +386,6 @@ def parse_inline(value: str, suite: str) -> InlineKey:
     if rest:  # two lifetime-looking fields
         raise SrtpKeyError("inline key has a second lifetime field")
     return InlineKey(suite, raw[: spec.key_length], raw[spec.key_length :], lifetime)
-
-
-_TAG_RE = re.compile(r"[0-9]{1,9}")
-_SUITE_RE = re.compile(r"[A-Za-z0-9_]+")
-
-
-@dataclass(frozen=True)
-class CryptoAttribute:
-    """The value of one ``a=crypto`` attribute (RFC 4568 §9.1).
-
-    ``a=crypto:<tag> <crypto-suite> <key-params> [<session-param> ...]``
-
-    Attributes:
-        tag: decimal tag (1 to 9 digits) that the answer echoes (RFC 4568 §5.1).
-        suite: crypto suite name.
-        keys: the key parameters; more than one needs MKIs, which we do not support, so this
-            always holds exactly one key after parsing.
-        session_params: the session parameters as written (e.g. ``KDR=0``,
-            ``UNENCRYPTED_SRTCP``), uninterpreted; see :meth:`unsupported_session_params`.
-    """
-
-    tag: int
-    suite: str
-    keys: tuple[InlineKey, ...]
-    session_params: tuple[str, ...] = ()
-
-    @classmethod
-    def from_sdp(cls, value: str) -> CryptoAttribute:
-        """Parse an ``a=crypto`` value (with or without the leading ``crypto:``).
-
-        Raises:
-            SrtpKeyError: malformed attribute or key.
-            SrtpUnsupportedError: unknown suite or MKI.
-        """
-        if not isinstance(value, str):
-            raise SrtpKeyError("crypto attribute must be a str")
-        text = value.strip()
-        if text.lower().startswith("a="):
-            text = text[2:]
-        if text.lower().startswith("crypto:"):
-            text = text[len("crypto:") :]
-        parts = text.split()
-        if len(parts) < 3:
-            raise SrtpKeyError("crypto attribute needs <tag> <suite> <key-params>")
-        tag_text, suite, key_params, *session = parts
-        if not _TAG_RE.fullmatch(tag_text):
-            raise SrtpKeyError(f"crypto tag must be 1-9 digits, got {tag_text!r}")
-        if not _SUITE_RE.fullmatch(suite):
-            raise SrtpKeyError(f"malformed crypto suite {suite!r}")
-        key_texts = key_params.split(";")
-        if len(key_texts) > 1:
-            # RFC 4568 §6.1: several keys are only allowed with MKIs.
-            raise SrtpUnsupportedError("several master keys need MKIs, which are not supported")
-        keys = tuple(parse_inline(k, suite) for k in key_texts)
-        return cls(int(tag_text), suite, keys, tuple(session))
-
-    def to_sdp(self) -> str:
-        """Format as the attribute value, without ``a=crypto:``: ``1 AES_CM_... inline:...``."""
-        items = [str(self.tag), self.suite, ";".join(k.to_sdp() for k in self.keys)]
-        return " ".join(items + list(self.session_params))
-
-    def unsupported_session_params(self) -> tuple[str, ...]:
-        """Session parameters that :class:`SrtpSession` cannot honour.
-
-        ``KDR=0`` (the libsrtp default) is fine; any other KDR, the ``UNENCRYPTED_*`` /
-        ``UNAUTHENTICATED_SRTP`` switches and FEC parameters are not. An answerer SHOULD refuse a
-        crypto line whose session parameters it does not support (RFC 4568 §6.3).
-        """
-        return tuple(p for p in self.session_params if p.upper() != "KDR=0")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -412,6 +412,16 @@ def test_unusable_offered_crypto_lines_are_skipped() -> None:
     assert bob(ours, allow_mki=True).answer(offer).media[0].crypto[0].tag == 4
 
 
+def test_offered_crypto_with_kdr0_is_accepted() -> None:
+    # RFC 4568 §6.3: KDR=0 is what an SRTP session without key derivation rate does
+    offer = alice(audio(4000)).create_offer()
+    media = offer.media[0]
+    media.proto = "RTP/SAVP"
+    media.add_attribute("crypto", crypto(3, AES80, "x") + " KDR=0")
+    ours = audio(6000, srtp=SRTPMode.MANDATORY, crypto=[crypto(1, AES80, "b")])
+    assert bob(ours).answer(offer).media[0].crypto[0].tag == 3
+
+
 # -- checking the answer against our offer -----------------------------------------------------
 
 

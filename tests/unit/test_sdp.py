@@ -368,6 +368,16 @@ def test_crypto_rfc4568_examples() -> None:
     assert decimal.lifetime_packets == 1048576
 
 
+def test_crypto_session_params_kdr0_is_the_only_supported_one() -> None:
+    """RFC 4568 §6.3: an answerer refuses session parameters it cannot honour."""
+    key = "inline:" + "A" * 40
+    crypto = Crypto.parse(f"crypto:7 AES_CM_128_HMAC_SHA1_80 {key} KDR=0 UNENCRYPTED_SRTCP")
+    assert crypto.session_params == ("KDR=0", "UNENCRYPTED_SRTCP")
+    assert crypto.unsupported_session_params() == ("UNENCRYPTED_SRTCP",)
+    assert str(crypto).endswith("KDR=0 UNENCRYPTED_SRTCP")
+    assert Crypto.parse(f"1 AES_CM_128_HMAC_SHA1_80 {key} kdr=0").unsupported_session_params() == ()
+
+
 def test_crypto_key_lengths_per_suite() -> None:
     linphone = parse_sdp(sample("linphone_ipv6_srtp_offer.sdp")).media[0]
     suites = [(c.tag, c.suite, c.has_valid_key_length()) for c in linphone.crypto]

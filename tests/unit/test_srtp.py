@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from p2psip.errors import P2PSIPError
 from p2psip.media.srtp import (
     SUITES,
-    CryptoAttribute,
     InlineKey,
     SrtpAuthenticationError,
     SrtpError,
@@ -228,55 +227,6 @@ def test_inline_round_trip(suite: str, material: bytes, lifetime: int | None) ->
     spec = SUITES[suite]
     key = InlineKey(suite, material[: spec.key_length], material[-spec.salt_length :], lifetime)
     assert parse_inline(key.to_sdp(), suite) == key
-
-
-# ---------------------------------------------------------------------------------------------
-# CryptoAttribute (a=crypto, RFC 4568 §9.1)
-# ---------------------------------------------------------------------------------------------
-
-
-def test_crypto_attribute_parses_and_formats() -> None:
-    attr = CryptoAttribute.from_sdp(f"a=crypto:1 {AES80} inline:{RFC_KEY}|2^20")
-    assert (attr.tag, attr.suite, attr.session_params) == (1, AES80, ())
-    assert attr.keys[0].lifetime == 2**20
-    assert attr.to_sdp() == f"1 {AES80} inline:{RFC_KEY}|2^20"
-    assert CryptoAttribute.from_sdp(attr.to_sdp()) == attr
-
-
-def test_crypto_attribute_session_params() -> None:
-    attr = CryptoAttribute.from_sdp(f"crypto:7 {AES80} inline:{RFC_KEY} KDR=0 UNENCRYPTED_SRTCP")
-    assert attr.session_params == ("KDR=0", "UNENCRYPTED_SRTCP")
-    assert attr.unsupported_session_params() == ("UNENCRYPTED_SRTCP",)
-    assert attr.to_sdp().endswith("KDR=0 UNENCRYPTED_SRTCP")
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        f"1 {AES80}",
-        f"1234567890 {AES80} inline:{RFC_KEY}",  # tag is 1*9DIGIT
-        f"x {AES80} inline:{RFC_KEY}",
-        f"1 AES-CM inline:{RFC_KEY}",
-        f"1 {AES80} inline:{RFC_KEY[:-2]}",
-    ],
-)
-def test_crypto_attribute_refuses_malformed(value: str) -> None:
-    with pytest.raises(SrtpKeyError):
-        CryptoAttribute.from_sdp(value)
-
-
-def test_crypto_attribute_several_keys_need_mki() -> None:
-    with pytest.raises(SrtpUnsupportedError):
-        CryptoAttribute.from_sdp(f"1 {AES80} inline:{RFC_KEY};inline:{RFC_KEY}")
-
-
-@given(st.text(max_size=200))
-@settings(max_examples=200, deadline=None)
-def test_crypto_attribute_random_text_raises_only_our_error(text: str) -> None:
-    try:
-        CryptoAttribute.from_sdp(text)
-    except SrtpError:
-        pass
 
 
 # ---------------------------------------------------------------------------------------------
