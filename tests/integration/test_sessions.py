@@ -21,6 +21,7 @@ from p2psip.endpoint.addresses import TransportAddress
 from p2psip.endpoint.aio.session import NullMedia, Session, SessionManager
 from p2psip.endpoint.aio.tls import client_context, server_context
 from p2psip.endpoint.aio.useragent import ServerRequest, UserAgent
+from p2psip.endpoint.dialog import Dialog
 from p2psip.endpoint.digest import DigestServer
 from p2psip.endpoint.message import Request, Response
 from p2psip.endpoint.session import (
@@ -502,6 +503,37 @@ async def test_forked_answers_first_2xx_wins_other_gets_ack_and_bye(party, scrip
     assert fork.byes[1].to.tag == "fork-a"
 
 
+async def test_requests_in_the_callees_early_dialog_reach_the_call(party, scripted) -> None:
+    """INFO in an early dialog (RFC 6086 §4.2) finds the call; once a final response has
+    ended that early dialog (RFC 3261 §12.3) it is unknown: 481."""
+    alice, peer = await party("alice"), await scripted()
+    early: list[Dialog] = []
+    pending: list[ServerRequest] = []
+
+    def on_invite(sreq: ServerRequest) -> None:
+        body = answer_sdp(sreq.request.body)
+        response = sreq.respond(183, headers=peer.contact(), to_tag="early", body=body)
+        early.append(Dialog.from_uas(sreq.request, response))
+        pending.append(sreq)
+
+    peer.ua.on("INVITE", on_invite)
+    call = alice.manager.start_call(peer.uri)
+    await until(lambda: call.state is SessionState.EARLY and bool(early))
+    info = early[0].create_request(
+        "INFO", body=b"Signal=7\r\nDuration=160\r\n", content_type="application/dtmf-relay"
+    )
+    answer = await within(peer.ua.send(info, alice.address))
+    assert answer.status == 200
+    await until(lambda: len(alice.of(call, DTMFReceived)) == 1)
+    pending[0].respond(486, to_tag="early")
+    with pytest.raises(CallFailed):
+        await within(call.wait_established())
+    late = early[0].create_request(
+        "INFO", body=b"Signal=8\r\nDuration=160\r\n", content_type="application/dtmf-relay"
+    )
+    assert (await within(peer.ua.send(late, alice.address))).status == 481
+
+
 async def test_2xx_racing_the_cancel_is_acked_and_hung_up(party, scripted) -> None:
     alice, peer = await party("alice"), await scripted()
     pending: list[ServerRequest] = []
@@ -741,8 +773,6 @@ async def test_bad_sdp_in_ack_ends_the_call_with_bye(party, scripted) -> None:
     await incoming.accept()
     ok = await within(sending)
     assert ok.status == 200 and b"m=audio" in ok.body
-    from p2psip.endpoint.dialog import Dialog
-
     dialog = Dialog.from_uac(invite, ok)
     caller.ua.send_ack(dialog, ok, bob.address, body=b"garbage", content_type="application/sdp")
     ended = await within(incoming.wait_terminated())
@@ -773,8 +803,6 @@ async def test_caller_bye_on_early_dialog(party, scripted) -> None:
     incoming = await bob.next_call()
     await incoming.ring()
     await until(lambda: any(r.status == 180 for r in ringing))
-    from p2psip.endpoint.dialog import Dialog
-
     early = Dialog.from_uac(invite, next(r for r in ringing if r.status == 180))
     bye = await within(caller.ua.send(early.create_request("BYE"), bob.address))
     assert bye.status == 200
@@ -990,8 +1018,6 @@ async def test_terminate_while_connecting_waits_for_the_ack(party, scripted) -> 
     hangup = asyncio.ensure_future(incoming.terminate())
     await asyncio.sleep(0.1)
     assert not caller.byes and incoming.state is SessionState.CONNECTING
-    from p2psip.endpoint.dialog import Dialog
-
     caller.ua.send_ack(Dialog.from_uac(invite, ok), ok, bob.address)
     await within(hangup)
     await until(lambda: len(caller.byes) == 1)
@@ -1067,8 +1093,6 @@ async def test_session_expires_without_refresh(party, scripted) -> None:
     ok = await within(sending)
     assert ok.headers.get("Session-Expires") == "1;refresher=uac"
     assert "timer" in ok.tokens("Require")
-    from p2psip.endpoint.dialog import Dialog
-
     caller.ua.send_ack(Dialog.from_uac(invite, ok), ok, bob.address)
     await within(incoming.wait_established())
     started = bob.ua.now()

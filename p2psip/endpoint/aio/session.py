@@ -983,6 +983,9 @@ class Session:
         if dialog is None:
             self._set_state(SessionState.PROCEEDING)
         else:
+            # requests the callee sends in its early dialog (INFO, UPDATE: RFC 3311 §5.1,
+            # RFC 6086 §4.2) find the session; a dialog a final response ends stops matching
+            self.manager._register_dialog(self, dialog)
             self._set_state(SessionState.EARLY)
         if 180 <= status <= 182:
             if self.ringing_at is None:
@@ -1518,9 +1521,20 @@ class Session:
             self._send_bye(Reason.sip(408, "no ACK received"), "no ACK", status=408, by="remote")
         )
 
+    def _in_current_dialog(self, dialog: Dialog) -> bool:
+        """Whether a request in ``dialog`` is for this call: its dialog, or, before a call we
+        made has one, any of its callee's early dialogs."""
+        if self.state is SessionState.TERMINATED:
+            return False
+        return dialog is self.dialog or (
+            self.dialog is None
+            and self.direction == _OUTGOING
+            and dialog.state is DialogState.EARLY
+        )
+
     async def _on_update(self, sreq: ServerRequest, dialog: Dialog) -> None:
         request = sreq.request
-        if dialog is not self.dialog or self.state is SessionState.TERMINATED:
+        if not self._in_current_dialog(dialog):
             sreq.respond(481)
             return
         if not self._check_in_dialog(sreq, dialog):
@@ -1577,7 +1591,7 @@ class Session:
 
     async def _on_info(self, sreq: ServerRequest, dialog: Dialog) -> None:
         request = sreq.request
-        if dialog is not self.dialog or self.state is SessionState.TERMINATED:
+        if not self._in_current_dialog(dialog):
             sreq.respond(481)
             return
         if not self._check_in_dialog(sreq, dialog):
@@ -2319,16 +2333,16 @@ class SessionManager:
 
     # -- user agent hooks ---------------------------------------------------------------------
     def _known_dialog(self, request: Request) -> bool:
-        try:
-            return DialogId.of_request(request) in self._dialogs
-        except SIPParseError:
-            return False
+        return self._find(request) is not None
 
     def _find(self, request: Request) -> tuple[Session, Dialog] | None:
         try:
-            return self._dialogs.get(DialogId.of_request(request))
+            found = self._dialogs.get(DialogId.of_request(request))
         except SIPParseError:
             return None
+        if found is None or found[1].state is DialogState.TERMINATED:
+            return None
+        return found
 
     async def _on_in_dialog(self, sreq: ServerRequest) -> None:
         try:
