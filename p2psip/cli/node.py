@@ -594,11 +594,20 @@ class NodeConsole:
             else:
                 self._spawn(self._ring(call))
                 hint = f"type 'answer {n}' or 'reject {n}'"
+            caller = call.caller_identity
+            if caller is None or caller.status == "off":
+                who = ""
+            elif caller.verified:
+                who = f" [verified caller, key {caller.key_fingerprint}]"
+            else:
+                who = f" [caller NOT verified: {caller.detail or caller.status}]"
             self.out.emit(
                 "incoming_call",
-                f"#{n} incoming call from {call.target} ({hint})",
+                f"#{n} incoming call from {call.target}{who} ({hint})",
                 call=n,
                 remote=call.target,
+                caller_verified=bool(caller and caller.verified),
+                caller_key=caller.key_fingerprint if caller else None,
             )
         elif isinstance(event, CallStateChanged):
             n = self.numbers.get(event.call)

@@ -53,6 +53,8 @@ REASON_PHRASES = {
     413: "Request Entity Too Large", 414: "Request-URI Too Long",
     415: "Unsupported Media Type", 416: "Unsupported URI Scheme", 420: "Bad Extension",
     421: "Extension Required", 422: "Session Interval Too Small", 423: "Interval Too Brief",
+    428: "Use Identity Header", 429: "Provide Referrer Identity", 436: "Bad Identity Info",
+    437: "Unsupported Credential", 438: "Invalid Identity Header",
     480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
     482: "Loop Detected", 483: "Too Many Hops", 484: "Address Incomplete", 485: "Ambiguous",
     486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",

@@ -6,6 +6,7 @@ See :class:`p2psip.node.node.Node`.
 from p2psip.node.node import (
     Call,
     CallEnded,
+    CallerIdentity,
     CallStateChanged,
     IncomingCall,
     MediaStatistics,
@@ -19,6 +20,7 @@ __all__ = [
     "Call",
     "CallEnded",
     "CallStateChanged",
+    "CallerIdentity",
     "IncomingCall",
     "MediaStatistics",
     "Node",

@@ -32,9 +32,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from p2psip.endpoint.aio.session import Session, SessionManager
+from p2psip.endpoint.aio.session import Refusal, Session, SessionManager
 from p2psip.endpoint.aio.tls import client_context, server_context
 from p2psip.endpoint.aio.useragent import UserAgent
+from p2psip.endpoint.message import Request
+from p2psip.endpoint.passport import (
+    FRESHNESS,
+    IdentityHeaderError,
+    create_identity_header,
+    parse_identity_header,
+)
 from p2psip.endpoint.session import (
     Established,
     SessionConfig,
@@ -51,7 +58,7 @@ from p2psip.locator.base import LocatedContact, Locator, aor_domain, normalize_a
 from p2psip.media.config import AudioStreamConfig
 from p2psip.media.offer_answer import SRTPMode
 from p2psip.overlay.dht import DHTConfig
-from p2psip.overlay.identity import Identity, verify_tls_binding
+from p2psip.overlay.identity import Identity, fingerprint_of, verify_tls_binding
 
 if TYPE_CHECKING:  # the media engine (numpy, PyAV, libsrtp, aioice) loads at the first call
     from p2psip.media.aio.stream import AudioStreamStatistics
@@ -62,6 +69,7 @@ __all__ = [
     "Call",
     "CallEnded",
     "CallStateChanged",
+    "CallerIdentity",
     "IncomingCall",
     "MediaStatistics",
     "Node",
@@ -140,6 +148,14 @@ def _nameserver(server: str | tuple[str, int]) -> tuple[str, int]:
     return host, number
 
 
+def _same_aor(a: str, b: str) -> bool:
+    """Whether two URIs name the same AoR (RFC 3261 §19.1.4 rules, via the locators')."""
+    try:
+        return normalize_aor_text(a) == normalize_aor_text(b)
+    except P2PSIPError:
+        return False
+
+
 # -- configuration ----------------------------------------------------------------------------
 @dataclass
 class NodeConfig:
@@ -173,6 +189,14 @@ class NodeConfig:
         publish: publish our contacts (and withdraw them on stop). False makes a node that
             only calls out (``p2psip call``): it must not announce the AoR, nor withdraw the
             entry a long-running node of the same identity published.
+        sign_calls: put an ``Identity`` header (RFC 8224, a PASSporT signed by our key) in
+            every INVITE, so that callees can check who calls.
+        caller_identity: what incoming calls must prove (:class:`CallerIdentity`):
+            ``"verify"`` (default) checks an Identity header when there is one: a bad
+            signature, a stale or replayed one, or one for another From/To is refused (438 /
+            403); a call without one, or whose caller's key cannot be found, rings unverified.
+            ``"require"`` also refuses those (428 / 436). ``"off"`` checks nothing.
+        caller_lookup_timeout: seconds to find the caller's key (its AoR record).
     """
 
     aor: str
@@ -199,6 +223,44 @@ class NodeConfig:
     answer_source: Callable[[], AudioSource | None] | None = None
     answer_sink: Callable[[], AudioSink | None] | None = None
     publish: bool = True
+    sign_calls: bool = True
+    caller_identity: str = "verify"
+    caller_lookup_timeout: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.caller_identity not in ("off", "verify", "require"):
+            raise NodeError(
+                f"caller_identity must be 'off', 'verify' or 'require', "
+                f"not {self.caller_identity!r}"
+            )
+
+
+@dataclass(frozen=True)
+class CallerIdentity:
+    """What an incoming call proved about its caller (RFC 8224).
+
+    Attributes:
+        status: ``"verified"`` (the Identity header is signed by the key of the caller's AoR
+            record, fresh, and names this call's From and To), ``"absent"`` (no Identity
+            header: a legacy caller, or one that does not sign), ``"unverifiable"`` (no key
+            could be found for the caller's AoR) or ``"off"`` (not checked).
+        aor: the caller's AoR (From).
+        key_fingerprint: the key that signed, when verified.
+        source: the locator that gave that key (``"dht"``: a signed overlay record;
+            ``"bonjour"``: a LAN announcement, which is not authenticated).
+        detail: why the caller is not verified.
+    """
+
+    status: str
+    aor: str
+    key_fingerprint: str | None = None
+    source: str | None = None
+    detail: str = ""
+
+    @property
+    def verified(self) -> bool:
+        """Whether the caller proved it holds the key of its AoR."""
+        return self.status == "verified"
 
 
 # -- calls ----------------------------------------------------------------------------------------
@@ -212,7 +274,9 @@ class Call:
         target: what was called (outgoing) or who calls (incoming).
         contacts: the contacts tried (outgoing).
         resolve_time: seconds spent resolving the AoR (outgoing).
-        verified_key: the callee's key fingerprint when its record was verified.
+        verified_key: the callee's key fingerprint when its record was verified (outgoing),
+            the caller's when its Identity header was (incoming).
+        caller_identity: what the caller proved (incoming calls).
     """
 
     def __init__(
@@ -225,8 +289,10 @@ class Call:
         *,
         contacts: Sequence[LocatedContact] = (),
         resolve_time: float | None = None,
+        caller_identity: CallerIdentity | None = None,
     ) -> None:
         self.node = node
+        self.caller_identity = caller_identity
         self.session = session
         self.media = media
         self.direction = direction
@@ -234,6 +300,8 @@ class Call:
         self.contacts = list(contacts)
         self.resolve_time = resolve_time
         self.verified_key = next((c.key_fingerprint for c in contacts if c.key_fingerprint), None)
+        if caller_identity is not None and caller_identity.verified:
+            self.verified_key = caller_identity.key_fingerprint
         self.started_at = time.monotonic()
         self.established_at: float | None = None
         self.ended: CallEnded | None = None
@@ -380,6 +448,8 @@ class Node:
         self.locator: ChainLocator | None = None
         self.contacts: list[LocatedContact] = []
         self.calls: list[Call] = []
+        self._caller_ids: dict[int, CallerIdentity] = {}
+        self._seen_identities: dict[bytes, tuple[str, int]] = {}
         self._listeners: list[Callable[[NodeEvent], Awaitable[None] | None]] = []
         self._queues: list[asyncio.Queue[NodeEvent | None]] = []
         self._tasks: set[asyncio.Task[object]] = set()
@@ -459,6 +529,7 @@ class Node:
             local_uri=self.aor,
             on_incoming=self._on_incoming,
             resolve_target=self._contacts_for,  # 3xx targets: the same rules as a call
+            screen_incoming=self._screen_caller,
         )
         self.sessions.add_listener(self._on_session_event)
         device = self.device_id
@@ -688,13 +759,84 @@ class Node:
             return False
         return verify_tls_binding(cert, contact.public_key, datetime.datetime.now(datetime.UTC))
 
+    async def _screen_caller(self, session: Session, request: Request) -> Refusal | None:
+        """RFC 8224 §6.2 on an incoming INVITE: who signed it, and is it this call's?"""
+        mode = self.config.caller_identity
+        aor = session.remote_aor
+
+        def note(status: str, detail: str = "", **kw: str | None) -> Refusal | None:
+            self._caller_ids[session.id] = CallerIdentity(status, aor, detail=detail, **kw)
+            if mode == "require" and status != "verified":
+                code = 428 if status == "absent" else 436
+                return Refusal(code, None, detail or f"caller identity {status}")
+            return None
+
+        if mode == "off":
+            return note("off")
+        lines = request.headers.get_lines("Identity")
+        if not lines:
+            return note("absent", "no Identity header")
+        try:
+            passport = parse_identity_header(lines[0])
+            passport.check(
+                from_aor=aor,
+                to_aor=str(request.to.uri.with_(params={}, headers=())),
+                now=time.time(),
+                same=_same_aor,
+            )
+        except (IdentityHeaderError, SIPParseError) as exc:
+            status = getattr(exc, "status", 438)
+            phrase = getattr(exc, "phrase", None)
+            return Refusal(status, phrase, str(exc))
+        seen = self._remember_identity(passport.signature, request.call_id, passport.iat)
+        if seen != request.call_id:
+            return Refusal(438, None, "the Identity header was replayed from another call")
+        if not _same_aor(passport.info, passport.orig):
+            return note("unverifiable", f"key source {passport.info!r} is not the caller's AoR")
+        try:
+            async with asyncio.timeout(self.config.caller_lookup_timeout):
+                contacts = await self.resolve(passport.orig)
+        except TimeoutError:
+            return note("unverifiable", "the caller's AoR record was not found in time")
+        except P2PSIPError as exc:
+            return note("unverifiable", f"the caller's AoR record: {exc}")
+        keys = {(c.public_key, c.source) for c in contacts if c.public_key is not None}
+        if not keys:
+            return note("unverifiable", "the caller's AoR has no signed record")
+        if passport.kid is not None:
+            keys = {(k, src) for k, src in keys if fingerprint_of(k) == passport.kid}
+            if not keys:  # the AoR's record names other keys: someone else signed
+                return Refusal(438, None, f"the Identity is not signed by {aor}'s key")
+        for key, source in sorted(keys, key=lambda item: item[1] != "dht"):
+            if passport.verify(key, Identity.verify):
+                return note("verified", key_fingerprint=fingerprint_of(key), source=source)
+        return Refusal(438, None, f"the Identity signature does not verify with {aor}'s key")
+
+    def _remember_identity(self, signature: bytes, call_id: str, iat: int) -> str:
+        """The Call-ID a signature was first seen with (RFC 8224 §12.1: a token copied into
+        another call is refused); entries older than the freshness window are dropped."""
+        seen = self._seen_identities
+        if len(seen) > 256:
+            horizon = time.time() - 2 * FRESHNESS
+            for key in [k for k, (_, t) in seen.items() if t < horizon]:
+                del seen[key]
+        first = seen.setdefault(signature, (call_id, iat))
+        return first[0]
+
     async def _on_incoming(self, session: Session) -> None:
         media = session.media
         from p2psip.node.media import AudioMedia
 
         assert isinstance(media, AudioMedia)
         media.bind_failure(session.media_failed)
-        call = Call(self, session, media, "incoming", session.remote_uri)
+        call = Call(
+            self,
+            session,
+            media,
+            "incoming",
+            session.remote_uri,
+            caller_identity=self._caller_ids.pop(session.id, None),
+        )
         self.calls.append(call)
         self._emit(IncomingCall(call))
         if self.config.auto_answer:
@@ -773,8 +915,20 @@ class Node:
         from p2psip.node.media import AudioMedia
 
         media = AudioMedia(self._audio_config(codecs, srtp=verified), source=source, sink=sink)
+        to = self._to_uri(target)
+        headers = []
+        if self.config.sign_calls and self.identity is not None and self.aor:
+            # RFC 8224 §5: who calls whom, when; signed with the key of our AoR record
+            identity = create_identity_header(
+                self.identity.sign,
+                orig=self.aor,
+                dest=[to],
+                iat=int(time.time()),
+                kid=self.identity.fingerprint,
+            )
+            headers.append(("Identity", identity))
         session = self.sessions.start_call(
-            contacts, to=self._to_uri(target), media=media, timeout=timeout
+            contacts, to=to, media=media, timeout=timeout, headers=headers
         )
         media.bind_failure(session.media_failed)
         call = Call(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
@@ -15,36 +14,10 @@ import pytest
 
 from p2psip.endpoint.session import CallFailed, PeerVerificationFailed, SessionState
 from p2psip.errors import NotFound
-from p2psip.media.aio.stream import AudioStreamConfig
 from p2psip.media.audio import MemorySink, ToneSource, dominant_frequency
-from p2psip.node import CallEnded, IncomingCall, Node, NodeConfig
+from p2psip.node import CallEnded, IncomingCall, Node
 from p2psip.overlay.identity import Identity
-
-DOMAIN = "p2p.test"
-AUDIO = AudioStreamConfig(rtp_timeout=None)
-
-Factory = Callable[..., Any]
-
-
-@pytest.fixture
-async def nodes() -> AsyncIterator[Factory]:
-    """``await nodes(user, **config)`` -> a started Node; the first one seeds the overlay."""
-    started: list[Node] = []
-
-    async def make(user: str, **fields: Any) -> Node:
-        fields.setdefault("bonjour", False)
-        fields.setdefault("audio", AUDIO)
-        fields.setdefault("stats_interval", 0)
-        if not fields.get("lan_only") and "bootstrap" not in fields:
-            seeds = [n for n in started if n.dht is not None]
-            fields["bootstrap"] = [seeds[0].dht.node.address] if seeds else []
-        node = Node(NodeConfig(aor=f"sip:{user}@{DOMAIN}", **fields))
-        await node.start()
-        started.append(node)
-        return node
-
-    yield make
-    await asyncio.gather(*(n.stop() for n in reversed(started)), return_exceptions=True)
+from tests.integration.conftest import DOMAIN, Factory
 
 
 def recorder(node: Node, tone: float | None = None) -> MemorySink:

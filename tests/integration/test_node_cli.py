@@ -183,6 +183,8 @@ def test_console_through_a_pipe(process_factory: Callable[..., Any], tmp_path: P
     events = [json.loads(x) for x in c.log_text().splitlines() if x.startswith("{")]
     kinds = [e["event"] for e in events]
     assert kinds.index("incoming_call") < kinds.index("established") < kinds.index("remote_held")
+    incoming = next(e for e in events if e["event"] == "incoming_call")
+    assert incoming["caller_verified"] is True and incoming["caller_key"].startswith("sha256:")
     assert kinds.index("remote_held") < kinds.index("remote_resumed") < kinds.index("call_ended")
     ended = next(e for e in events if e["event"] == "call_ended")
     assert ended["summary"]["dtmf_received"] == 4  # RFC 4733 events of 1, 2, 3, #

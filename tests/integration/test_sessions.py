@@ -1325,3 +1325,39 @@ async def test_a_call_never_rings_longer_than_timer_c(party: Factory) -> None:
     with pytest.raises(CallTimeout):
         await within(call.wait_established())
     assert (await within(incoming.wait_terminated())).status == 487
+
+
+@pytest.mark.parametrize("peer_has_tcp", [True, False])
+async def test_large_request_goes_over_tcp_else_falls_back_to_udp(peer_has_tcp: bool) -> None:
+    """RFC 3261 §18.1.1: a request over 1300 bytes to a UDP destination goes over TCP; when
+    the TCP connection is refused, it is retried over UDP."""
+    sender = UserAgent(UserAgentConfig(timers=FAST))
+    peer = UserAgent(UserAgentConfig(timers=FAST))
+    try:
+        await sender.listen("udp", HOST, 0)
+        await sender.listen("tcp", HOST, 0)
+        address = await peer.listen("udp", HOST, 0)
+        if peer_has_tcp:
+            await peer.listen("tcp", HOST, address.port)
+        arrived: list[str] = []
+
+        def on_options(sreq: ServerRequest) -> None:
+            arrived.append(sreq.source.transport)
+            sreq.respond(200)
+
+        peer.on("OPTIONS", on_options)
+        uri = f"sip:peer@{HOST}:{address.port}"
+        headers = [
+            ("Max-Forwards", "70"),
+            ("From", f"<sip:sender@{HOST}>;tag=t1"),
+            ("To", f"<{uri}>"),
+            ("Call-ID", f"large-{peer_has_tcp}"),
+            ("CSeq", "1 OPTIONS"),
+            ("X-Padding", "x" * 1400),
+        ]
+        response = await within(sender.send(Request("OPTIONS", uri, headers), address))
+        assert response.status == 200
+        assert arrived == (["tcp"] if peer_has_tcp else ["udp"])
+    finally:
+        await sender.close()
+        await peer.close()

@@ -32,7 +32,7 @@ import itertools
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
 from p2psip.endpoint.addresses import TransportAddress
@@ -95,6 +95,9 @@ from p2psip.media.sdp import SDPError, SessionDescription, parse_sdp
 __all__ = [
     "MediaHandler",
     "NullMedia",
+    "Refusal",
+    "ResolveTarget",
+    "ScreenIncoming",
     "Session",
     "SessionManager",
     "VerifyPeer",
@@ -203,6 +206,26 @@ def default_audio_config(port: int = 9) -> MediaConfig:
 
 #: Resolves a redirect target URI with a host name into contacts (see :class:`SessionManager`).
 ResolveTarget = Callable[[str], Awaitable[Sequence[LocatedContact]]]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """How :data:`ScreenIncoming` refuses an incoming INVITE.
+
+    Attributes:
+        status: a 4xx-6xx status.
+        phrase: the reason phrase (default: the standard one).
+        warning: text for a ``Warning: 399`` header (RFC 3261 §20.43), if any.
+    """
+
+    status: int
+    phrase: str | None = None
+    warning: str | None = None
+
+
+#: Looks at an incoming INVITE before the application sees it (after the TLS check): None lets
+#: it through, a :class:`Refusal` answers it.
+ScreenIncoming = Callable[["Session", Request], Awaitable[Refusal | None]]
 
 #: Seconds a redirect target's name resolution may take before the target is given up.
 RESOLVE_TIMEOUT = 8.0
@@ -414,6 +437,12 @@ class Session:
     def ua(self) -> UserAgent:
         """The user agent carrying the session."""
         return self.manager.ua
+
+    @property
+    def invite(self) -> Request | None:
+        """The INVITE that opened an incoming call (its headers: Identity, Subject...);
+        None for a call we made."""
+        return self._invite.request if self._invite is not None else None
 
     # -- events -----------------------------------------------------------------------------
     def add_listener(self, callback: Callable[[Session, SessionEvent], None]) -> None:
@@ -1279,7 +1308,11 @@ class Session:
         self.streams = oa.streams
 
     def _reject_quietly(
-        self, status: int, header: Reason | None = None, extra: Iterable[tuple[str, str]] = ()
+        self,
+        status: int,
+        header: Reason | None = None,
+        extra: Iterable[tuple[str, str]] = (),
+        phrase: str | None = None,
     ) -> None:
         if self._final_sent or self._invite is None:
             return
@@ -1287,7 +1320,7 @@ class Session:
         if header is not None:
             headers.append(("Reason", str(header)))
         with contextlib.suppress(SessionError):
-            self._respond_invite(status, headers=headers)
+            self._respond_invite(status, headers=headers, reason=phrase)
 
     async def accept(self) -> None:
         """Answer 200 OK with our SDP (the answer, or our offer when the INVITE had none);
@@ -2023,6 +2056,8 @@ class SessionManager:
         credentials: ``(user, password)`` for digest challenges.
         on_incoming: called with each incoming :class:`Session` (sync or async); without it,
             sessions are queued for :meth:`incoming`.
+        screen_incoming: looks at each incoming INVITE before ``on_incoming`` (e.g. checks the
+            caller's identity); a :class:`Refusal` answers it. Exceptions refuse with 500.
         resolve_target: resolves a redirect target whose host is a name (RFC 3261 §8.1.3.4
             with RFC 3263): given the target URI, returns the contacts to try, best first,
             or raises :class:`~p2psip.errors.P2PSIPError`. A contact found through DNS keeps
@@ -2044,10 +2079,12 @@ class SessionManager:
         credentials: tuple[str, str] | None = None,
         on_incoming: Callable[[Session], Awaitable[None] | None] | None = None,
         resolve_target: ResolveTarget | None = None,
+        screen_incoming: ScreenIncoming | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.ua = ua
         self.resolve_target = resolve_target
+        self.screen_incoming = screen_incoming
         self.config = config or SessionConfig()
         self.media_factory = media_factory or (lambda session: NullMedia())
         self.verify_peer = verify_peer
@@ -2484,6 +2521,32 @@ class SessionManager:
                 )
                 return
             session._verified[sreq.source] = certificate
+        if self.screen_incoming is not None:
+            try:
+                refusal = await self.screen_incoming(session, request)
+            except Exception:
+                log.exception("screen_incoming failed")
+                refusal = Refusal(500, warning="screening failed")
+            if session.state is SessionState.TERMINATED:
+                return  # cancelled meanwhile
+            if refusal is not None:
+                headers = []
+                if refusal.warning:
+                    headers.append(("Warning", str(WarningValue(399, "-", refusal.warning[:120]))))
+                session._reject_quietly(refusal.status, None, headers, refusal.phrase)
+                session._finish(
+                    refusal.phrase or refusal.warning or "refused",
+                    refusal.status,
+                    "local",
+                    CallFailed(
+                        f"incoming call from {session.remote_aor} refused",
+                        refusal.status,
+                        refusal.phrase or "",
+                        None,
+                        [],
+                    ),
+                )
+                return
         session._no_answer_handle = self.loop.call_later(
             self.config.no_answer_timeout, session._on_no_answer
         )

@@ -446,7 +446,32 @@ class UserAgent:
             and "tcp" in self.core._local
             and len(request.to_bytes()) > UDP_SIZE_LIMIT
         ):
-            destination = TransportAddress("tcp", destination.host, destination.port)
+            heard: list[Response] = []
+
+            def progress(response: Response) -> None:
+                heard.append(response)
+                if on_provisional is not None:
+                    on_provisional(response)
+
+            tcp = TransportAddress("tcp", destination.host, destination.port)
+            try:
+                return await self._send_once(request, tcp, progress)
+            except TransportError:
+                if heard:
+                    raise
+            # RFC 3261 §18.1.1: the TCP connection failed (refused, reset): retry over UDP.
+            # Same request object with a new Via, so that a CANCEL built from it matches.
+            log.debug("%s to %s: no TCP, retrying over UDP", request.method, destination)
+            request.headers.remove("Via")
+            request.invalidate()
+        return await self._send_once(request, destination, on_provisional)
+
+    async def _send_once(
+        self,
+        request: Request,
+        destination: TransportAddress,
+        on_provisional: Callable[[Response], None] | None,
+    ) -> Response:
         assert self._loop is not None
         fut: asyncio.Future[Response] = self._loop.create_future()
         tx = self.core.send_request(request, destination, self.now())
