@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import random
@@ -432,7 +433,13 @@ def rss_figures(work: Path) -> dict[str, float]:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )
     out = {"python_import_asyncio_mib": int(baseline.stdout) / 1024}
-    for label, extra in (("node_mib", []), ("node_lan_only_mib", ["--lan-only"])):
+    cases: list[tuple[str, list[str], list[str]]] = [
+        ("node_mib", ["--loop", "asyncio"], []),
+        ("node_lan_only_mib", ["--loop", "asyncio"], ["--lan-only"]),
+    ]
+    if importlib.util.find_spec("uvloop") is not None:
+        cases.append(("node_uvloop_mib", ["--loop", "uvloop"], []))
+    for label, options, extra in cases:
         log_path = work / f"rss-{label}.log"
         with open(log_path, "w") as log:
             proc = subprocess.Popen(
@@ -440,6 +447,7 @@ def rss_figures(work: Path) -> dict[str, float]:
                     sys.executable,
                     "-m",
                     "p2psip.cli.main",
+                    *options,
                     "node",
                     "--aor",
                     f"sip:idle@{DOMAIN}",
@@ -516,9 +524,16 @@ def print_table(report: dict[str, Any]) -> None:
         print(f"baresip: {bare['version']}, PCMU + SDES SRTP (mandatory), no ICE, no resolve")
     rss = report["rss"]
     print(
-        f"idle RSS: p2psip node {rss['node_mib']:.1f} MiB, --lan-only "
-        f"{rss['node_lan_only_mib']:.1f} MiB; python -c 'import asyncio' "
-        f"{rss['python_import_asyncio_mib']:.1f} MiB (target <= 40 MiB)"
+        f"idle RSS: p2psip node {rss['node_mib']:.1f} MiB "
+        f"({rss['node_mib'] * 1.048576:.1f} MB), --lan-only {rss['node_lan_only_mib']:.1f} MiB"
+        + (
+            f", with uvloop {rss['node_uvloop_mib']:.1f} MiB "
+            f"({rss['node_uvloop_mib'] * 1.048576:.1f} MB)"
+            if "node_uvloop_mib" in rss
+            else ""
+        )
+        + f"; python -c 'import asyncio' {rss['python_import_asyncio_mib']:.1f} MiB"
+        " (target <= 40 MB)"
     )
 
 

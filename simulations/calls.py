@@ -29,7 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from p2psip.endpoint.addresses import TransportAddress
 from p2psip.endpoint.aio import transport as sip_transport
 from p2psip.endpoint.aio.session import NullMedia, Session, SessionManager
 from p2psip.endpoint.aio.useragent import UserAgent
@@ -114,15 +113,19 @@ class VirtualSIPTransports(sip_transport.TransportManager):
     socket); datagrams are parsed and dispatched by the SDK's own UDP protocol.
     """
 
-    async def _listen_udp(self, family: int, host: str, port: int) -> Any:
+    async def open_udp_endpoint(
+        self,
+        family: int,
+        host: str,
+        port: int,
+        protocol_factory: Callable[[], asyncio.DatagramProtocol],
+    ) -> tuple[str, int]:
         if port == 0:
             raise sip_transport.TransportError("virtual SIP listeners need a fixed port")
-        local = TransportAddress("udp", host, port)
-        _, protocol = await self._loop.create_datagram_endpoint(
-            lambda: sip_transport._UDPProtocol(self, local), local_addr=(host, port)
+        await asyncio.get_running_loop().create_datagram_endpoint(
+            protocol_factory, local_addr=(host, port)
         )
-        self._udp_by_family.setdefault(family, protocol)  # type: ignore[arg-type]
-        return sip_transport._Listener(local, family, udp=protocol)  # type: ignore[arg-type]
+        return host, port
 
 
 class _VirtualUserAgent(UserAgent):

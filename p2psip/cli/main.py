@@ -72,6 +72,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(prog="p2psip", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log warnings and info")
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="event loop: uvloop when installed (auto, the default), or the one named "
+        "(uvloop is faster per packet; asyncio's uses ~3 MB less memory)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module, add_arguments, _, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text)
@@ -81,10 +88,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def _command_of(argv: list[str]) -> str | None:
-    for item in argv:
+    items = iter(argv)
+    for item in items:
         if item in COMMANDS:
             return item
-        if not item.startswith("-"):
+        if item == "--loop":
+            next(items, None)  # its value
+        elif not item.startswith("-"):
             return None
     return None
 
@@ -101,12 +111,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     module, _, run, _ = COMMANDS[args.command]
     runner = getattr(_module(module), run)
+    choice = args.loop
+    if choice == "auto" and not getattr(args, "uvloop", True):
+        choice = "asyncio"  # the command's own switch (p2psip uas --no-uvloop...)
+    uvloop = None
+    if choice != "asyncio":
+        try:
+            import uvloop  # type: ignore[import-not-found]
+        except ImportError:
+            if choice == "uvloop":
+                print("p2psip: --loop uvloop: uvloop is not installed", file=sys.stderr)
+                return 1
     try:
-        import uvloop  # type: ignore[import-not-found]
-    except ImportError:
-        uvloop = None
-    try:
-        if uvloop is not None and getattr(args, "uvloop", True):
+        if uvloop is not None:
             return uvloop.run(runner(args))
         return asyncio.run(runner(args))
     except KeyboardInterrupt:

@@ -193,6 +193,19 @@ def add_node_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json-events", action="store_true", help="print every event as one JSON object a line"
     )
+    parser.add_argument(
+        "--caller-identity",
+        choices=("verify", "require", "off"),
+        default="verify",
+        help="check callers' RFC 8224 Identity against their AoR record: verify (default: "
+        "forgeries refused, unsigned callers ring unverified), require (unsigned refused), off",
+    )
+    parser.add_argument(
+        "--tls-key",
+        choices=("ed25519", "ecdsa-p256"),
+        default="ed25519",
+        help="key of the TLS certificate (ecdsa-p256 for TLS stacks without Ed25519)",
+    )
 
 
 def add_call_arguments(parser: argparse.ArgumentParser) -> None:
@@ -598,7 +611,8 @@ class NodeConsole:
             if caller is None or caller.status == "off":
                 who = ""
             elif caller.verified:
-                who = f" [verified caller, key {caller.key_fingerprint}]"
+                via = "" if caller.source == "dht" else f" by a {caller.source} announcement"
+                who = f" [verified caller{via}, key {caller.key_fingerprint}]"
             else:
                 who = f" [caller NOT verified: {caller.detail or caller.status}]"
             self.out.emit(
@@ -884,6 +898,8 @@ async def run_node(args: argparse.Namespace) -> int:
         bootstrap=list(args.bootstrap),
         lan_only=args.lan_only,
         bonjour=not args.no_bonjour,
+        caller_identity=args.caller_identity,
+        tls_key_type=args.tls_key,
         state_dir=args.state,
         record_lifetime=args.expires,
         audio=AudioStreamConfig(codecs=tuple(codecs)),

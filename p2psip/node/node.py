@@ -58,7 +58,7 @@ from p2psip.locator.base import LocatedContact, Locator, aor_domain, normalize_a
 from p2psip.media.config import AudioStreamConfig
 from p2psip.media.offer_answer import SRTPMode
 from p2psip.overlay.dht import DHTConfig
-from p2psip.overlay.identity import Identity, fingerprint_of, verify_tls_binding
+from p2psip.overlay.identity import Identity, TLSKeyType, fingerprint_of, verify_tls_binding
 
 if TYPE_CHECKING:  # the media engine (numpy, PyAV, libsrtp, aioice) loads at the first call
     from p2psip.media.aio.stream import AudioStreamStatistics
@@ -197,6 +197,9 @@ class NodeConfig:
             403); a call without one, or whose caller's key cannot be found, rings unverified.
             ``"require"`` also refuses those (428 / 436). ``"off"`` checks nothing.
         caller_lookup_timeout: seconds to find the caller's key (its AoR record).
+        tls_key_type: the key of our TLS certificate (bound to the identity either way):
+            ``"ed25519"`` (OpenSSL-based peers, TLS 1.2 and 1.3) or ``"ecdsa-p256"`` (every
+            TLS stack, e.g. mbedTLS; loads the ``cryptography`` package, ~9 MB more memory).
     """
 
     aor: str
@@ -226,8 +229,13 @@ class NodeConfig:
     sign_calls: bool = True
     caller_identity: str = "verify"
     caller_lookup_timeout: float = 3.0
+    tls_key_type: TLSKeyType = "ed25519"
 
     def __post_init__(self) -> None:
+        if self.tls_key_type not in ("ed25519", "ecdsa-p256"):
+            raise NodeError(
+                f"tls_key_type must be 'ed25519' or 'ecdsa-p256', not {self.tls_key_type!r}"
+            )
         if self.caller_identity not in ("off", "verify", "require"):
             raise NodeError(
                 f"caller_identity must be 'off', 'verify' or 'require', "
@@ -509,6 +517,7 @@ class Node:
             datetime.datetime.now(datetime.UTC),
             days=30,
             aors=[self.aor],
+            key_type=self.config.tls_key_type,
         )
         await ua.listen(
             "tls",
@@ -793,6 +802,8 @@ class Node:
             return Refusal(438, None, "the Identity header was replayed from another call")
         if not _same_aor(passport.info, passport.orig):
             return note("unverifiable", f"key source {passport.info!r} is not the caller's AoR")
+        if self.locator is None or not self.locator.is_overlay_aor(passport.orig):
+            return note("unverifiable", "the caller's AoR is not in an overlay domain")
         try:
             async with asyncio.timeout(self.config.caller_lookup_timeout):
                 contacts = await self.resolve(passport.orig)

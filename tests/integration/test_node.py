@@ -15,7 +15,7 @@ import pytest
 from p2psip.endpoint.session import CallFailed, PeerVerificationFailed, SessionState
 from p2psip.errors import NotFound
 from p2psip.media.audio import MemorySink, ToneSource, dominant_frequency
-from p2psip.node import CallEnded, IncomingCall, Node
+from p2psip.node import CallEnded, IncomingCall, Node, NodeConfig, NodeError
 from p2psip.overlay.identity import Identity
 from tests.integration.conftest import DOMAIN, Factory
 
@@ -188,3 +188,13 @@ async def test_plain_sip_uri_with_numeric_host_is_called_directly(nodes: Factory
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(call.wait_ended(), 5)
     assert any(isinstance(e, CallEnded) for e in events)
+
+
+async def test_ecdsa_tls_certificate_for_stacks_without_ed25519(nodes: Factory) -> None:
+    alice = await nodes("lena")
+    bob = await nodes("mike", auto_answer=True, tls_key_type="ecdsa-p256")
+    call = await alice.call(f"sip:mike@{DOMAIN}", timeout=10)
+    assert call.summary()["verified_key"] == bob.identity.fingerprint  # binding checked
+    await call.hangup()
+    with pytest.raises(NodeError, match="tls_key_type"):
+        NodeConfig(aor="sip:x@p2p.test", tls_key_type="rsa")  # type: ignore[arg-type]

@@ -1,8 +1,10 @@
 """TLS helpers for the SIP transports: self-signed certificates and SSL contexts.
 
-Certificates are made with ``cryptography``; contexts with the standard :mod:`ssl` module.
-The default certificate key is ECDSA P-256, which every TLS stack accepts; an Ed25519 key can be
-passed (OpenSSL 3 negotiates it in TLS 1.3, but not every peer does).
+Contexts come from the standard :mod:`ssl` module. :func:`make_self_signed` makes certificates with
+``cryptography``, imported only when it is called: the node itself gets its certificates from
+:meth:`p2psip.overlay.identity.Identity.tls_certificate`, which does not need it. The default
+certificate key of :func:`make_self_signed` is ECDSA P-256, which every TLS stack accepts; an
+Ed25519 key can be passed (OpenSSL 3 negotiates it in TLS 1.3, but not every peer does).
 
 Python's :mod:`ssl` has no verification callback, so a server can verify client certificates only
 against given CAs (``client_cadata``); pinning the key of an unknown self-signed peer is done after
@@ -16,20 +18,26 @@ import datetime
 import ipaddress
 import os
 import ssl
-import tempfile
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, TypeAlias
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
-from cryptography.x509.oid import NameOID
+from p2psip.overlay import der
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
 
 __all__ = ["certificate_der", "client_context", "make_self_signed", "server_context"]
 
-CertificateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
+#: The private keys :func:`make_self_signed` accepts (``cryptography`` types, named lazily).
+CertificateKey: TypeAlias = (
+    "ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey"
+)
 
 
 def _general_name(name: str) -> x509.GeneralName:
+    from cryptography import x509
+
     try:
         return x509.IPAddress(ipaddress.ip_address(name))
     except ValueError:
@@ -57,6 +65,11 @@ def make_self_signed(
     Returns:
         ``(cert_pem, key_pem)``; the key is unencrypted PKCS#8.
     """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
+    from cryptography.x509.oid import NameOID
+
     if key is None:
         key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -115,9 +128,12 @@ def make_self_signed(
 
 
 def certificate_der(cert_pem: bytes | str) -> bytes:
-    """The DER form of a PEM certificate (what :meth:`peer_certificate` returns)."""
-    data = cert_pem.encode() if isinstance(cert_pem, str) else cert_pem
-    return x509.load_pem_x509_certificate(data).public_bytes(serialization.Encoding.DER)
+    """The DER form of a PEM certificate (what :meth:`peer_certificate` returns).
+
+    Raises:
+        DERError: no PEM ``CERTIFICATE`` block in ``cert_pem`` (the first one is taken).
+    """
+    return der.pem_decode(cert_pem, "CERTIFICATE")
 
 
 @contextlib.contextmanager
@@ -139,6 +155,8 @@ def _pem_files(cert_pem: bytes | str, key_pem: bytes | str) -> Iterator[tuple[st
             for fd in fds:
                 os.close(fd)
         return
+    import tempfile  # only where memfd_create is missing (it pulls shutil, bz2, lzma in)
+
     with tempfile.TemporaryDirectory(prefix="p2psip-tls-") as tmp:
         paths = [os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")]
         for path, blob in zip(paths, blobs, strict=True):

@@ -567,7 +567,22 @@ class TransportManager:
         logger.debug("listening on %s", listener.address)
         return listener.address
 
-    async def _listen_udp(self, family: int, host: str, port: int) -> _Listener:
+    async def open_udp_endpoint(
+        self,
+        family: int,
+        host: str,
+        port: int,
+        protocol_factory: Callable[[], asyncio.DatagramProtocol],
+    ) -> tuple[str, int]:
+        """Open the datagram endpoint of a UDP listener; returns the bound (host, port).
+
+        The default binds a real socket (IPv6-only for AF_INET6, large buffers). Override it
+        to serve the listener from elsewhere, e.g. a simulated network whose event loop
+        accepts ``local_addr``; parsing and dispatch stay the manager's.
+
+        Raises:
+            TransportError: the address cannot be bound.
+        """
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             if family == socket.AF_INET6:
@@ -581,10 +596,14 @@ class TransportManager:
         except OSError as exc:
             sock.close()
             raise TransportError(f"cannot listen on udp {host} port {port}: {exc}") from exc
-        local = TransportAddress("udp", name[0], name[1])
-        _, protocol = await self._loop.create_datagram_endpoint(
-            lambda: _UDPProtocol(self, local), sock=sock
-        )
+        await self._loop.create_datagram_endpoint(protocol_factory, sock=sock)
+        return name[0], name[1]
+
+    async def _listen_udp(self, family: int, host: str, port: int) -> _Listener:
+        protocol = _UDPProtocol(self, TransportAddress("udp", host, port))
+        bound = await self.open_udp_endpoint(family, host, port, lambda: protocol)
+        local = TransportAddress("udp", bound[0], bound[1])
+        protocol.local = local
         self._udp_by_family.setdefault(family, protocol)
         return _Listener(local, family, udp=protocol)
 

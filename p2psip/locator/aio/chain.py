@@ -10,7 +10,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
 
-from p2psip.errors import LocatorError, NotFound, OverlayUnreachable, RecordRefused
+from p2psip.errors import (
+    LocatorError,
+    NotFound,
+    OverlayUnreachable,
+    P2PSIPError,
+    RecordRefused,
+)
 from p2psip.locator.base import (
     LocatedContact,
     Locator,
@@ -64,6 +70,13 @@ class ChainLocator:
 
     def _now(self) -> float:
         return self._clock() if self._clock else asyncio.get_running_loop().time()
+
+    def is_overlay_aor(self, aor: str) -> bool:
+        """Whether ``aor`` belongs to an overlay domain (resolved by the overlay locators)."""
+        try:
+            return bool(self.overlay) and self._is_overlay(aor_domain(normalize_aor_text(aor)))
+        except P2PSIPError:
+            return False
 
     async def resolve(self, aor: str) -> list[LocatedContact]:
         """Contacts for ``aor``, best first.
