@@ -382,6 +382,9 @@ class SessionConfig:
         max_sessions: concurrent sessions beyond which incoming calls get 486.
         contact_user: the user part of our Contact URI.
         user_agent_accepts_dtmf_info: answer INFO ``application/dtmf-relay`` with DTMF events.
+        reliable_provisional: offer ``100rel`` (RFC 3262) in INVITEs that carry an offer and
+            PRACK the reliable provisional responses that come back (some gateways send early
+            media only reliably, some insist on it).
     """
 
     session_timer: SessionTimerConfig = field(default_factory=SessionTimerConfig)
@@ -393,6 +396,7 @@ class SessionConfig:
     max_sessions: int | None = None
     contact_user: str = "p2psip"
     user_agent_accepts_dtmf_info: bool = True
+    reliable_provisional: bool = True
 
 
 # ------------------------------------------------------------------------------------------

@@ -534,6 +534,63 @@ async def test_requests_in_the_callees_early_dialog_reach_the_call(party, script
     assert (await within(peer.ua.send(late, alice.address))).status == 481
 
 
+async def test_reliable_provisionals_are_pracked_once_in_order(party, scripted) -> None:
+    """RFC 3262: the INVITE offers 100rel; a reliable 183 (Require: 100rel, RSeq) gets one PRACK
+    with RAck in its early dialog; its retransmission and a provisional out of order do not."""
+    alice, peer = await party("alice"), await scripted()
+    pracks: list[Request] = []
+    pending: list[ServerRequest] = []
+
+    def on_invite(sreq: ServerRequest) -> None:
+        body = answer_sdp(sreq.request.body)
+        reliable = [*peer.contact(), ("Require", "100rel")]
+        sreq.respond(183, headers=[*reliable, ("RSeq", "7")], to_tag="r", body=body)
+        sreq.respond(183, headers=[*reliable, ("RSeq", "7")], to_tag="r", body=body)  # again
+        sreq.respond(180, headers=[*reliable, ("RSeq", "9")], to_tag="r")  # 8 is missing
+        pending.append(sreq)
+
+    def on_prack(sreq: ServerRequest) -> None:
+        pracks.append(sreq.request)
+        sreq.respond(200)
+        pending[0].respond(
+            200, headers=peer.contact(), to_tag="r", body=answer_sdp(pending[0].request.body)
+        )
+
+    peer.ua.core.extend_capabilities(allow=("PRACK",), supported=("100rel",))
+    peer.ua.on("INVITE", on_invite)
+    peer.ua.on("PRACK", on_prack)
+    call = alice.manager.start_call(peer.uri)
+    await within(call.wait_established())
+    invite = pending[0].request
+    assert "100rel" in invite.tokens("Supported")
+    await asyncio.sleep(0.2)  # room for a wrong second PRACK
+    assert len(pracks) == 1
+    prack = pracks[0]
+    assert prack.headers.get("RAck") == f"7 {invite.cseq.seq} INVITE"
+    assert prack.to.tag == "r" and prack.call_id == invite.call_id
+    assert prack.cseq.seq > invite.cseq.seq
+    assert len(alice.of(call, EarlyMedia)) == 1
+    await call.terminate()
+
+
+async def test_no_100rel_without_an_offer_or_when_switched_off(party, scripted) -> None:
+    peer = await scripted()
+    invites: list[Request] = []
+
+    def on_invite(sreq: ServerRequest) -> None:
+        invites.append(sreq.request)
+        sreq.respond(486)
+
+    peer.ua.on("INVITE", on_invite)
+    off = await party("alice", config=SessionConfig(reliable_provisional=False))
+    with pytest.raises(CallFailed):
+        await within(off.manager.call(peer.uri))
+    on = await party("bob")
+    with pytest.raises(CallFailed):
+        await within(on.manager.call(peer.uri, offer=False))
+    assert [("100rel" in i.tokens("Supported")) for i in invites] == [False, False]
+
+
 async def test_2xx_racing_the_cancel_is_acked_and_hung_up(party, scripted) -> None:
     alice, peer = await party("alice"), await scripted()
     pending: list[ServerRequest] = []

@@ -92,3 +92,26 @@ async def test_session_layer_calls_sipp_uas(sipp) -> None:
     assert result.returncode == 0, _describe(result)
     assert result.successful_calls == sequential + concurrent, _describe(result)
     assert result.failed_calls == 0, _describe(result)
+
+
+async def test_session_layer_pracks_a_sipp_uas_that_requires_100rel(sipp) -> None:
+    """RFC 3262 against SIPp: reliable 183 with SDP, our PRACK (RAck checked by the
+    scenario), 200 to the INVITE after the PRACK, ACK, BYE."""
+    calls = 3
+    server = sipp.start("uas_100rel.xml", None, "-m", str(calls))
+    ua = UserAgent()
+    await ua.listen("udp", HOST, 0)
+    manager = SessionManager(ua)
+    target = f"sip:service@{server.host}:{server.port}"
+    try:
+        for _ in range(calls):
+            session = await asyncio.wait_for(manager.call(target), 10)
+            assert session.state is SessionState.CONFIRMED
+            assert session.streams[0].codec is not None
+            await asyncio.wait_for(session.terminate(), 10)
+        result = await asyncio.to_thread(server.wait, 20)
+    finally:
+        await manager.close()
+        await ua.close()
+    assert result.returncode == 0, _describe(result)
+    assert result.successful_calls == calls, _describe(result)

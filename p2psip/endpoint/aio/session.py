@@ -231,6 +231,16 @@ ScreenIncoming = Callable[["Session", Request], Awaitable[Refusal | None]]
 RESOLVE_TIMEOUT = 8.0
 
 
+def _reliable_rseq(response: Response) -> int | None:
+    """The RSeq of a reliable provisional response (RFC 3262 §3, §7.1), else None."""
+    if not 100 < response.status < 200 or "100rel" not in response.tokens("Require"):
+        return None
+    text = (response.headers.get("RSeq") or "").strip()
+    if not text.isdigit() or not 1 <= int(text) <= 2**31 - 1:
+        return None  # §7.1: 1 to 2**31 - 1
+    return int(text)
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -282,6 +292,7 @@ class _Attempt:
         self.acked: set[str] = set()
         self.late: list[Response] = []  # 2xx that came before the first final was handled
         self.handles: list[asyncio.TimerHandle] = []
+        self.rseq: dict[str, int] = {}  # RFC 3262: last reliable provisional per To tag
 
     def credentials_headers(self) -> list[tuple[str, str]]:
         """The INVITE's credentials, repeated in the ACK for a 2xx (RFC 3261 §13.2.2.4)."""
@@ -844,6 +855,12 @@ class Session:
     def _build_invite(self, uri: str, local: TransportAddress, transport: str) -> Request:
         self._cseq += 1
         manager = self.manager
+        body = self._offer_body if self._offer_sent else b""
+        supported = [t for t in (manager._supported,) if t]
+        if body and manager.config.reliable_provisional:
+            # RFC 3262 §4; only with our offer in the INVITE, so that no reliable provisional
+            # brings an offer that the PRACK would have to answer
+            supported.append("100rel")
         headers: list[tuple[str, str]] = [
             ("Max-Forwards", "70"),
             ("From", f"{self.local_uri};tag={self.local_tag}"),
@@ -852,11 +869,10 @@ class Session:
             ("CSeq", f"{self._cseq} INVITE"),
             ("Contact", manager._contact(local, transport)),
             ("Allow", manager._allow),
-            ("Supported", manager._supported),
+            *([("Supported", ", ".join(supported))] if supported else []),
             *self.timer.request_headers(),
             *self._extra_headers,
         ]
-        body = self._offer_body if self._offer_sent else b""
         if body:
             headers.append(("Content-Type", "application/sdp"))
         return Request("INVITE", uri, headers, body)
@@ -1004,10 +1020,20 @@ class Session:
             return
         if self._winner is not None or self.state is SessionState.TERMINATED:
             return
+        rseq = _reliable_rseq(response)
+        if rseq is not None:
+            tag = response.to.tag or ""
+            last = attempt.rseq.get(tag)
+            if last is not None and rseq != last + 1:
+                # RFC 3262 §4: a retransmission (already PRACKed) or one out of order
+                return
+            attempt.rseq[tag] = rseq
         try:
             dialog = attempt.dialogs.receive_response(response)
         except SIPParseError:
             dialog = None
+        if rseq is not None and dialog is not None:
+            self._spawn(self._send_prack(attempt, dialog, rseq), "prack")
         status = response.status
         if dialog is None:
             self._set_state(SessionState.PROCEEDING)
@@ -1024,6 +1050,23 @@ class Session:
             self._early_answer(attempt, dialog, response)
         elif not 180 <= status <= 182:
             self._emit(Progress(status, response.reason))
+
+    async def _send_prack(self, attempt: _Attempt, dialog: Dialog, rseq: int) -> None:
+        """RFC 3262 §7.2: PRACK a reliable provisional response in its early dialog."""
+        cseq = attempt.request.cseq
+        # in-dialog requests number on from every INVITE of the call (see _early_answer)
+        dialog.local_seq = max(dialog.local_seq or 0, self._cseq)
+        try:
+            request = dialog.create_request("PRACK", [("RAck", f"{rseq} {cseq.seq} {cseq.method}")])
+        except DialogError:
+            return
+        try:
+            response = await self.ua.send(request, self.ua.route_destination(dialog, attempt.dest))
+        except P2PSIPError as exc:
+            log.info("%r: PRACK for RSeq %d: %s", self, rseq, exc)
+            return
+        if response.status >= 300:
+            log.info("%r: PRACK for RSeq %d: %d", self, rseq, response.status)
 
     def _early_answer(self, attempt: _Attempt, dialog: Dialog, response: Response) -> None:
         """RFC 3261 §13.2.1: the first SDP in a 1xx of a dialog is the answer (early media)."""
