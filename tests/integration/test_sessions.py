@@ -9,6 +9,7 @@ the test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -1418,3 +1419,96 @@ async def test_large_request_goes_over_tcp_else_falls_back_to_udp(peer_has_tcp: 
     finally:
         await sender.close()
         await peer.close()
+
+
+async def _invite_requiring_100rel(
+    caller: UserAgent, callee: Party, provisionals: list[Response]
+) -> asyncio.Task[Response]:
+    """Send an INVITE with an offer and ``Require: 100rel`` from a bare user agent."""
+    offer = OfferAnswer(HOST, [MediaConfig(port=40000, codecs=[PCMU])]).create_offer()
+    uri = callee.uri
+    invite = Request(
+        "INVITE",
+        uri,
+        [
+            ("Max-Forwards", "70"),
+            ("From", f"<sip:caller@{HOST}>;tag=c1"),
+            ("To", f"<{uri}>"),
+            ("Call-ID", f"rel-{random.random()}"),
+            ("CSeq", "10 INVITE"),
+            ("Contact", f"<sip:caller@{HOST}:{caller.core.local_address('udp').port}>"),
+            ("Require", "100rel"),
+            ("Supported", "100rel"),
+            ("Content-Type", "application/sdp"),
+        ],
+        offer.to_bytes(),
+    )
+    return asyncio.ensure_future(
+        caller.send(invite, callee.address, on_provisional=provisionals.append)
+    )
+
+
+@contextlib.asynccontextmanager
+async def _caller_requiring_100rel(
+    callee: Party,
+) -> AsyncIterator[tuple[UserAgent, list[Response], asyncio.Task[Response], Session]]:
+    """A bare caller whose INVITE requires 100rel: (its UA, the provisionals it got, its
+    final response to come, the callee's session)."""
+    caller = UserAgent(UserAgentConfig(timers=FAST))
+    await caller.listen("udp", HOST, 0)
+    try:
+        provisionals: list[Response] = []
+        final = await _invite_requiring_100rel(caller, callee, provisionals)
+        yield caller, provisionals, final, await within(callee.next_call())
+    finally:
+        await caller.close()
+
+
+async def test_callee_sends_provisionals_reliably_when_the_invite_requires_100rel(party) -> None:
+    """RFC 3262 §3 on the callee side: 180 with Require/RSeq, retransmitted from T1 until the
+    PRACK (a PRACK with the wrong RAck gets 481), the next provisional only after the PRACK,
+    RSeq + 1; the call then completes."""
+    bob = await party("bob")
+    async with _caller_requiring_100rel(bob) as (caller, provisionals, final, incoming):
+        ring = asyncio.ensure_future(incoming.ring())
+        await until(lambda: len([p for p in provisionals if p.status == 180]) >= 3)
+        ringing = [p for p in provisionals if p.status == 180]
+        assert {p.headers.get("RSeq") for p in ringing} == {ringing[0].headers.get("RSeq")}
+        assert "100rel" in ringing[0].tokens("Require")
+        rseq = int(ringing[0].headers.get("RSeq") or 0)
+        invite = incoming.invite
+        assert invite is not None
+        early = Dialog.from_uac(invite, ringing[0])
+        wrong = early.create_request("PRACK", [("RAck", f"{rseq + 5} 10 INVITE")])
+        assert (await within(caller.send(wrong, bob.address))).status == 481
+        progress = asyncio.ensure_future(incoming.progress())  # waits for the 180's PRACK
+        await asyncio.sleep(0.1)
+        assert not any(p.status == 183 for p in provisionals)
+        prack = early.create_request("PRACK", [("RAck", f"{rseq} 10 INVITE")])
+        assert (await within(caller.send(prack, bob.address))).status == 200
+        await within(ring)
+        await until(lambda: any(p.status == 183 for p in provisionals))
+        (session_progress, *_) = [p for p in provisionals if p.status == 183]
+        assert session_progress.headers.get("RSeq") == str(rseq + 1)
+        count = len(provisionals)
+        prack = early.create_request("PRACK", [("RAck", f"{rseq + 1} 10 INVITE")])
+        assert (await within(caller.send(prack, bob.address))).status == 200
+        await within(progress)
+        await asyncio.sleep(0.2)
+        assert len(provisionals) <= count + 1  # the retransmissions stopped
+        await incoming.accept()
+        response = await within(final)
+        assert response.status == 200
+        caller.send_ack(Dialog.from_uac(invite, response), response, bob.address)
+        await within(incoming.wait_established())
+        await incoming.terminate()
+
+
+async def test_callee_without_prack_gives_up_with_504(party) -> None:
+    bob = await party("bob")
+    async with _caller_requiring_100rel(bob) as (_caller, provisionals, final, incoming):
+        await incoming.ring()
+        response = await within(final, 10)  # 64*T1 = 3.2 s with these timers
+        assert response.status == 504
+        assert len([p for p in provisionals if p.status == 180]) >= 5
+        assert incoming.state is SessionState.TERMINATED

@@ -29,8 +29,11 @@ def _describe(result) -> str:
     return f"sipp rc={result.returncode} {stats}\n{result.errors_text()[-2000:]}"
 
 
-async def test_sipp_uac_calls_the_session_layer(sipp) -> None:
-    calls = 20
+async def _sipp_calls_a_ringing_session_layer(
+    sipp, scenario: str, *args: str
+) -> tuple[object, list[Session]]:
+    """SIPp runs ``scenario`` against a SessionManager that rings and accepts every call;
+    returns SIPp's result and the sessions, once all of them ended."""
     ua = UserAgent()
     address = await ua.listen("udp", HOST, 0)
     answered: list[Session] = []
@@ -43,18 +46,20 @@ async def test_sipp_uac_calls_the_session_layer(sipp) -> None:
     manager = SessionManager(ua, on_incoming=answer)
     try:
         result = await asyncio.to_thread(
-            sipp.run,
-            "uac",
-            f"{HOST}:{address.port}",
-            "-r", "20",
-            "-m", str(calls),
-            "-d", "0",
-            timeout=30,
-        )  # fmt: skip
+            sipp.run, scenario, f"{HOST}:{address.port}", *args, timeout=30
+        )
         await asyncio.wait_for(asyncio.gather(*(s.wait_terminated() for s in answered)), timeout=10)
     finally:
         await manager.close()
         await ua.close()
+    return result, answered
+
+
+async def test_sipp_uac_calls_the_session_layer(sipp) -> None:
+    calls = 20
+    result, answered = await _sipp_calls_a_ringing_session_layer(
+        sipp, "uac", "-r", "20", "-m", str(calls), "-d", "0"
+    )
     assert result.returncode == 0, _describe(result)
     assert result.successful_calls == calls, _describe(result)
     assert len(answered) == calls
@@ -115,3 +120,19 @@ async def test_session_layer_pracks_a_sipp_uas_that_requires_100rel(sipp) -> Non
         await ua.close()
     assert result.returncode == 0, _describe(result)
     assert result.successful_calls == calls, _describe(result)
+
+
+async def test_sipp_uac_requiring_100rel_calls_the_session_layer(sipp) -> None:
+    """RFC 3262, callee side, against SIPp: its INVITE requires 100rel; our 180 is reliable
+    (RSeq), SIPp PRACKs it, the 200 and the rest of the call follow."""
+    calls = 3
+    result, answered = await _sipp_calls_a_ringing_session_layer(
+        sipp, "uac_100rel.xml", "-m", str(calls)
+    )
+    assert result.returncode == 0, _describe(result)
+    assert result.successful_calls == calls, _describe(result)
+    assert len(answered) == calls
+    for session in answered:
+        invite = session.invite
+        assert invite is not None and "100rel" in invite.tokens("Require")
+        assert session.termination is not None and session.termination.by == "remote"

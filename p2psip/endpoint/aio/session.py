@@ -114,7 +114,7 @@ VerifyPeer = Callable[[bytes | None, LocatedContact, str], bool | Awaitable[bool
 
 _OUTGOING = "outgoing"
 _INCOMING = "incoming"
-_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO")
+_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO", "PRACK")
 
 
 @runtime_checkable
@@ -269,6 +269,17 @@ def _aor_of(value: str) -> str:
     return text.split(";", 1)[0]
 
 
+class _ReliableProvisional:
+    """A reliable provisional response we sent and whose PRACK we wait for (RFC 3262 §3)."""
+
+    __slots__ = ("acked", "handle", "rseq")
+
+    def __init__(self, rseq: int, acked: asyncio.Future[None]) -> None:
+        self.rseq = rseq
+        self.acked = acked
+        self.handle: asyncio.TimerHandle | None = None
+
+
 class _Attempt:
     """One INVITE to one contact (with its digest retry), and the forks it created."""
 
@@ -410,6 +421,10 @@ class Session:
         self._answer_body: bytes | None = None
         self._offer_in_2xx = False
         self._ack_handle: asyncio.TimerHandle | None = None
+        # RFC 3262, callee side: provisionals are sent reliably when the INVITE requires it
+        self._reliable = False
+        self._rseq = 0
+        self._unacked: _ReliableProvisional | None = None
         self._no_answer_handle: asyncio.TimerHandle | None = None
         self._bye_after_ack: tuple[Reason | None, str] | None = None
         # in-dialog offer/answer
@@ -544,6 +559,7 @@ class Session:
         for handle in (self._timer_handle, self._ack_handle, self._no_answer_handle):
             if handle is not None:
                 handle.cancel()
+        self._stop_reliable()
         if self._server_ack_handle is not None:
             self._server_ack_handle.cancel()
         self._server_invite_done.set()
@@ -1277,6 +1293,7 @@ class Session:
             self._final_sent = True
             if self._no_answer_handle is not None:
                 self._no_answer_handle.cancel()
+            self._stop_reliable()
         response = sreq.respond(
             status,
             reason,
@@ -1295,13 +1312,95 @@ class Session:
             self.dialog.send_response(request, response)
         return response
 
+    async def _provisional(self, status: int, body: bytes = b"") -> None:
+        """Send a 101-199, reliably (RFC 3262 §3) when the INVITE required 100rel: after the
+        previous reliable one was PRACKed, with Require/RSeq, retransmitted from T1 doubling
+        until its PRACK; 64*T1 without one rejects the call with 504."""
+        if not self._reliable:
+            self._respond_invite(status, body=body)
+            return
+        await self._wait_prack()
+        self._require_unanswered()
+        if self._rseq == 0:
+            self._rseq = self.manager.rng.randint(1, 2**31 - 2**16)  # §3: random start
+        else:
+            self._rseq += 1
+        headers = [("Require", "100rel"), ("RSeq", str(self._rseq))]
+        pending = _ReliableProvisional(self._rseq, self._loop.create_future())
+        self._unacked = pending
+        timers = self.ua.core.config.timers
+        deadline = self._loop.time() + 64 * timers.t1
+
+        def send(interval: float) -> None:
+            if pending.acked.done() or self._final_sent:
+                return
+            if self._loop.time() >= deadline:
+                pending.acked.set_exception(SessionError("no PRACK for the reliable provisional"))
+                pending.acked.exception()  # retrieved: nobody may be waiting
+                self._reject_quietly(504, Reason.sip(504, "no PRACK"))
+                self._finish("no PRACK for a reliable provisional response", 504, "local")
+                return
+            self._respond_invite(status, headers=headers, body=body)
+            pending.handle = self._loop.call_later(interval, send, interval * 2)
+
+        send(timers.t1)
+
+    async def _wait_prack(self) -> None:
+        """Wait for the PRACK of the reliable provisional in flight, if any."""
+        pending = self._unacked
+        if pending is None:
+            return
+        try:
+            await asyncio.shield(pending.acked)
+        except SessionError as exc:
+            raise SessionError(f"the call is over: {exc}") from exc
+
+    def _stop_reliable(self) -> None:
+        pending = self._unacked
+        if pending is None:
+            return
+        self._unacked = None
+        if pending.handle is not None:
+            pending.handle.cancel()
+        if not pending.acked.done():
+            pending.acked.set_exception(SessionError("the call was answered or ended"))
+            pending.acked.exception()  # retrieved: nobody may be waiting
+
+    async def _on_prack(self, sreq: ServerRequest, dialog: Dialog) -> None:
+        """RFC 3262 §3: a PRACK matching the reliable provisional in flight gets 200; any
+        other PRACK 481."""
+        request = sreq.request
+        pending = self._unacked
+        invite = self._invite
+        rack = request.headers.get("RAck", "").split()
+        if (
+            pending is None
+            or invite is None
+            or dialog is not self.dialog
+            or len(rack) != 3
+            or rack[0] != str(pending.rseq)
+            or rack[1] != str(invite.request.cseq.seq)
+            or rack[2].upper() != "INVITE"
+        ):
+            sreq.respond(481)
+            return
+        if not self._check_in_dialog(sreq, dialog):
+            return
+        response = sreq.respond(200)
+        dialog.send_response(request, response)
+        if pending.handle is not None:
+            pending.handle.cancel()
+        self._unacked = None
+        if not pending.acked.done():
+            pending.acked.set_result(None)
+
     async def ring(self) -> None:
         """Send 180 Ringing (an early dialog, state EARLY).
 
         Raises:
             SessionError: not an unanswered incoming call.
         """
-        self._respond_invite(180)
+        await self._provisional(180)
         self._set_state(SessionState.EARLY)
 
     async def progress(self, *, early_media: bool = True) -> tuple[NegotiatedStream, ...]:
@@ -1317,11 +1416,11 @@ class Session:
         """
         self._require_unanswered()
         if not early_media or self.remote_offer is None:
-            self._respond_invite(183)
+            await self._provisional(183)
             self._set_state(SessionState.EARLY)
             return ()
         await self._answer_remote_offer()
-        self._respond_invite(183, body=self._answer_body or b"")
+        await self._provisional(183, body=self._answer_body or b"")
         self._set_state(SessionState.EARLY)
         self._emit(EarlyMedia(self.streams))
         self._spawn(self._run_media(self.streams))
@@ -1389,6 +1488,11 @@ class Session:
             body = oa.create_offer().to_bytes()
             self._offer_in_2xx = True
             self._controlling = True
+        if self._unacked is not None:
+            # RFC 3262 §3: no 2xx while a reliable provisional with SDP is unacknowledged;
+            # without SDP it is allowed, but a PRACK crossing our 2xx would then get 481:
+            # wait for it either way (bounded by the provisional's 64*T1)
+            await self._wait_prack()
         sreq = self._require_unanswered()
         now = self._loop.time()
         headers = [
@@ -2152,10 +2256,11 @@ class SessionManager:
         self._tasks: set[asyncio.Task[object]] = set()
         self._closed = False
         core = ua.core
+        supported = ("timer",) if self.config.session_timer.enabled else ()
+        if self.config.reliable_provisional:
+            supported += ("100rel",)  # RFC 3262: an INVITE may Require it
         core.extend_capabilities(
-            allow=_METHODS,
-            supported=("timer",) if self.config.session_timer.enabled else (),
-            accept=("application/sdp", DTMF_RELAY),
+            allow=_METHODS, supported=supported, accept=("application/sdp", DTMF_RELAY)
         )
         self._allow = ", ".join(core.config.allow)
         self._supported = "timer" if self.config.session_timer.enabled else ""
@@ -2164,6 +2269,7 @@ class SessionManager:
         ua.on("BYE", self._on_in_dialog)
         ua.on("UPDATE", self._on_in_dialog)
         ua.on("INFO", self._on_in_dialog)
+        ua.on("PRACK", self._on_in_dialog)
         self._previous_on_ack = ua.on_ack
         ua.on_ack = self._on_ack
         ua.on_cancel = self._on_cancel
@@ -2442,6 +2548,8 @@ class SessionManager:
             await session._on_bye(sreq, dialog)
         elif method == "UPDATE":
             await session._on_update(sreq, dialog)
+        elif method == "PRACK":
+            await session._on_prack(sreq, dialog)
         else:
             await session._on_info(sreq, dialog)
 
@@ -2517,6 +2625,9 @@ class SessionManager:
         )
         session.timer = timer
         session._invite = sreq
+        session._reliable = self.config.reliable_provisional and "100rel" in request.tokens(
+            "Require"
+        )
         session.remote_offer = offer
         session.destination = sreq.source
         session.peer_allow = {m.upper() for m in request.tokens("Allow")}
