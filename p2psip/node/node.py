@@ -190,7 +190,8 @@ class NodeConfig:
             only calls out (``p2psip call``): it must not announce the AoR, nor withdraw the
             entry a long-running node of the same identity published.
         sign_calls: put an ``Identity`` header (RFC 8224, a PASSporT signed by our key) in
-            every INVITE, so that callees can check who calls.
+            INVITEs, so that callees can check who calls: to p2psip peers found in the overlay
+            and over TLS/TCP; not to plain UDP targets (see :meth:`call`).
         caller_identity: what incoming calls must prove (:class:`CallerIdentity`):
             ``"verify"`` (default) checks an Identity header when there is one: a bad
             signature, a stale or replayed one, or one for another From/To is refused (438 /
@@ -928,7 +929,11 @@ class Node:
         media = AudioMedia(self._audio_config(codecs, srtp=verified), source=source, sink=sink)
         to = self._to_uri(target)
         headers = []
-        if self.config.sign_calls and self.identity is not None and self.aor:
+        # p2psip peers (overlay records) and stream transports get the Identity header; a plain
+        # UDP target does not: its ~450 bytes would push the INVITE past the 1,300 bytes that
+        # RFC 3261 §18.1.1 moves to TCP, which a UDP-only phone behind a firewall never answers
+        signed = verified or all(c.transport.lower() in ("tls", "tcp") for c in contacts)
+        if self.config.sign_calls and signed and self.identity is not None and self.aor:
             # RFC 8224 §5: who calls whom, when; signed with the key of our AoR record
             identity = create_identity_header(
                 self.identity.sign,

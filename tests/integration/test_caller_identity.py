@@ -144,3 +144,19 @@ async def test_unsigned_calls_ring_unverified_or_get_428_when_required(nodes: Fa
     caller = seen[-1].call.caller_identity
     assert caller is not None and caller.status == "unverifiable", caller
     await call.hangup()
+
+
+async def test_plain_udp_targets_get_no_identity_header(nodes: Factory) -> None:
+    """A call to a SIP URI over UDP is not signed (the header would push the INVITE over the
+    RFC 3261 §18.1.1 size limit towards TCP, which UDP-only phones do not answer)."""
+    alice = await nodes("alice")
+    bob = await nodes("bob")
+    seen = answering(bob)
+    assert bob.ua is not None
+    udp = bob.ua.core.local_address("udp")
+    call = await alice.call(f"sip:bob@{udp.host}:{udp.port}", timeout=10)
+    caller = seen[0].call.caller_identity
+    assert caller is not None and caller.status == "absent"
+    invite = seen[0].call.session.invite
+    assert invite is not None and len(invite.to_bytes()) < 1300
+    await call.hangup()
