@@ -838,10 +838,21 @@ def handover(
     (the stock ``welcome_if_new`` hashed them a second time: 3/30 values handed over).
     """
     own = table.own_int
+    newcomer_id = newcomer.node_id
     out = []
     for key, value in items:
         k_int = int.from_bytes(key, "big")
-        neighbours = table.closest(k_int, exclude=newcomer.node_id)
+        ours = own ^ k_int
+        # Buckets are prefix blocks: when the key's own bucket holds a contact, the closest
+        # contact to the key is in it. Most keys are decided here, without closest().
+        bucket = table.bucket_for(k_int)
+        if any(
+            (slot.contact.int_id ^ k_int) <= ours
+            for node, slot in bucket.slots.items()
+            if node != newcomer_id
+        ):
+            continue  # a contact we know is closer to the key: it hands the value over
+        neighbours = table.closest(k_int, exclude=newcomer_id)
         if neighbours:
             if (own ^ k_int) >= neighbours[0].int_id ^ k_int:
                 continue

@@ -372,6 +372,42 @@ def test_handover_only_from_the_closest_holder_and_only_to_close_newcomers() -> 
     assert handover(table, near, items) == []
 
 
+def _reference_handover(
+    table: RoutingTable, newcomer: Contact, items: list[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    # the rule of handover() written out with closest() for every key
+    own = table.own_int
+    out = []
+    for key, value in items:
+        k = int.from_bytes(key, "big")
+        near = table.closest(k, exclude=newcomer.node_id)
+        if near and (own ^ k) >= near[0].int_id ^ k:
+            continue
+        if len(near) >= table.ksize and newcomer.int_id ^ k >= near[-1].int_id ^ k:
+            continue
+        out.append((key, value))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_handover_shortcut_agrees_with_the_rule(seed: int) -> None:
+    rng = random.Random(seed)
+    own = rng.randbytes(20)
+    own_int = int.from_bytes(own, "big")
+    table = RoutingTable(own, ksize=rng.choice([2, 4, 20]))
+    for c in random_contacts(rng, rng.randrange(0, 300)):
+        table.touch(c, 0.0)
+    # keys near us (the ones we store) and anywhere
+    keys = [(own_int ^ rng.getrandbits(rng.choice([8, 40, 120, 160]))) for _ in range(150)]
+    items = [(k.to_bytes(20, "big"), b"v") for k in keys]
+    newcomers = [Contact(rng.randbytes(20), "127.0.0.1", 9) for _ in range(3)]
+    newcomers += [Contact((keys[i] ^ 1).to_bytes(20, "big"), "127.0.0.1", 9) for i in range(5)]
+    for newcomer in newcomers:
+        table.touch(newcomer, 0.0)
+        assert handover(table, newcomer, items) == _reference_handover(table, newcomer, items)
+        table.remove(newcomer.node_id)
+
+
 # ---------------------------------------------------------------------------------------------
 # Lookup
 # ---------------------------------------------------------------------------------------------
