@@ -268,6 +268,7 @@ class Workload:
         self.records: dict[int, _Record] = {}
         self.live_records = _Pool()  # record numbers whose publisher is alive
         self.by_publisher: dict[int, list[int]] = {}
+        self.call_refresh_at: dict[int, float] = {}  # call node -> its next record refresh
         self.next_index = settings.nodes
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -420,6 +421,10 @@ class Workload:
         await self.cluster.start_sip(chosen)
         items = [(index, call_aor(index), 0.0) for index in chosen]
         self.record.call_publishes = await self.cluster.publish(items, s.concurrency)
+        now = self.loop.time()
+        self.call_refresh_at = {
+            index: now + s.refresh * (1 + self.rng.random()) / 2 for index in chosen
+        }
 
     def _call_items(self, count: int, spread: float) -> list[tuple[int, int, bool, float]]:
         """``count`` attempts from random live call nodes to random other call nodes (alive
@@ -550,6 +555,15 @@ class Workload:
                     record.next_refresh += s.refresh
             if refresh:
                 self._spawn(self._refresh(refresh))
+            # call nodes keep their AoR records alive like any publisher (a run longer than
+            # the record lifetime otherwise loses every callee)
+            call_refresh = []
+            for index, due in self.call_refresh_at.items():
+                if due < t0 + length and index in self.alive:
+                    call_refresh.append((index, call_aor(index), max(0.0, due - t0)))
+                    self.call_refresh_at[index] = due + s.refresh
+            if call_refresh:
+                self._spawn(self._refresh_calls(call_refresh))
             wanted = s.lookup_rate * length + carry
             count = int(wanted)
             carry = wanted - count
@@ -662,6 +676,9 @@ class Workload:
 
     async def _refresh(self, items: list[tuple[int, str, float]]) -> None:
         self.record.refreshes.extend(await self.cluster.publish(items, self.s.concurrency))
+
+    async def _refresh_calls(self, items: list[tuple[int, str, float]]) -> None:
+        self.record.call_publishes.extend(await self.cluster.publish(items, self.s.concurrency))
 
     async def _event_resolves(self, items: list[tuple[int, str, str, bytes | None, float]]) -> None:
         self.record.events.extend(await self.cluster.resolve(items, self.s.concurrency))

@@ -129,6 +129,14 @@ def test_calls_to_vanished_callees_fail_with_a_reason() -> None:
     assert all(0 <= row["calls_ok"] <= row["calls"] for row in series)
 
 
+def test_call_records_are_refreshed_in_runs_longer_than_their_lifetime() -> None:
+    results = run(_virtual(calls=30, duration=400.0, tick=20.0, lifetime=120.0, refresh=60.0))
+    calls = results["calls"]
+    assert calls["attempted"] == 30
+    assert calls["success_rate_live"] == 1.0, calls["failures"]  # records outlived 120 s
+    assert calls["aor_publish_success_rate"] == 1.0
+
+
 @pytest.mark.parametrize(
     "changes",
     [{"calls": -1}, {"calls": 2.5}, {"calls": 5, "call_nodes": 1}, {"calls": 5, "call_nodes": 99}],
