@@ -198,6 +198,8 @@ class NodeConfig:
             403); a call without one, or whose caller's key cannot be found, rings unverified.
             ``"require"`` also refuses those (428 / 436). ``"off"`` checks nothing.
         caller_lookup_timeout: seconds to find the caller's key (its AoR record).
+        max_caller_lookups: caller key lookups at once; calls beyond ring unverified (or are
+            refused with ``"require"``) instead of queueing more overlay lookups.
         tls_key_type: the key of our TLS certificate (bound to the identity either way):
             ``"ed25519"`` (OpenSSL-based peers, TLS 1.2 and 1.3) or ``"ecdsa-p256"`` (every
             TLS stack, e.g. mbedTLS; loads the ``cryptography`` package, ~9 MB more memory).
@@ -230,6 +232,7 @@ class NodeConfig:
     sign_calls: bool = True
     caller_identity: str = "verify"
     caller_lookup_timeout: float = 3.0
+    max_caller_lookups: int = 16
     tls_key_type: TLSKeyType = "ed25519"
 
     def __post_init__(self) -> None:
@@ -459,6 +462,7 @@ class Node:
         self.calls: list[Call] = []
         self._caller_ids: dict[int, CallerIdentity] = {}
         self._seen_identities: dict[bytes, tuple[str, int]] = {}
+        self._caller_lookups = 0  # caller key lookups in flight
         self._listeners: list[Callable[[NodeEvent], Awaitable[None] | None]] = []
         self._queues: list[asyncio.Queue[NodeEvent | None]] = []
         self._tasks: set[asyncio.Task[object]] = set()
@@ -805,6 +809,10 @@ class Node:
             return note("unverifiable", f"key source {passport.info!r} is not the caller's AoR")
         if self.locator is None or not self.locator.is_overlay_aor(passport.orig):
             return note("unverifiable", "the caller's AoR is not in an overlay domain")
+        if self._caller_lookups >= self.config.max_caller_lookups:
+            # a flood of INVITEs with well-formed tokens must not become a flood of lookups
+            return note("unverifiable", "too many caller checks at once")
+        self._caller_lookups += 1
         try:
             async with asyncio.timeout(self.config.caller_lookup_timeout):
                 contacts = await self.resolve(passport.orig)
@@ -812,6 +820,8 @@ class Node:
             return note("unverifiable", "the caller's AoR record was not found in time")
         except P2PSIPError as exc:
             return note("unverifiable", f"the caller's AoR record: {exc}")
+        finally:
+            self._caller_lookups -= 1
         keys = {(c.public_key, c.source) for c in contacts if c.public_key is not None}
         if not keys:
             return note("unverifiable", "the caller's AoR has no signed record")

@@ -160,3 +160,24 @@ async def test_plain_udp_targets_get_no_identity_header(nodes: Factory) -> None:
     invite = seen[0].call.session.invite
     assert invite is not None and len(invite.to_bytes()) < 1300
     await call.hangup()
+
+
+async def test_caller_lookups_are_bounded(nodes: Factory) -> None:
+    alice = await nodes("alice")
+    carol = await nodes("carol")
+    bob = await nodes("bob", max_caller_lookups=1)
+    seen = answering(bob)
+    real = bob.resolve
+
+    async def slow(aor: str) -> Any:
+        await asyncio.sleep(0.5)
+        return await real(aor)
+
+    bob.resolve = slow  # type: ignore[method-assign]
+    calls = await asyncio.gather(alice.call(BOB, timeout=10), carol.call(BOB, timeout=10))
+    statuses = sorted(
+        (e.call.caller_identity.status, e.call.caller_identity.detail)  # type: ignore[union-attr]
+        for e in seen
+    )
+    assert statuses == [("unverifiable", "too many caller checks at once"), ("verified", "")]
+    await asyncio.gather(*(c.hangup() for c in calls))
