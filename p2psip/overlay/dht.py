@@ -308,6 +308,12 @@ class DHTConfig:
         max_handover_tasks: handovers running at once (more new contacts are not welcomed).
         value_quorum: a value lookup ends once this many replicas answered a value that the
             reader's check accepts (:class:`Lookup`); 0 reads all k replicas.
+        read_repair_chance: with read repair on (``DHTNode(read_repair=True)``), the share of
+            quorum reads followed by a background read of every replica, which then offers
+            each replica the values the others held: a quorum read can stop at replicas that
+            all missed an update, and this brings them up to date. Replicas seen disagreeing
+            by any read are repaired at once, at no extra lookup.
+        read_repair_interval: at most one background read per key per this many seconds.
         min_rpc_timeout: lower bound of the adaptive first-send timeout (:class:`RttEstimator`);
             later resends wait ``rpc_timeout``.
         suspect_time: a contact whose first send timed out is a suspect for this long, unless
@@ -331,6 +337,8 @@ class DHTConfig:
     ping_interval: float = 2.0
     max_handover_tasks: int = 32
     value_quorum: int = 3
+    read_repair_chance: float = 0.1
+    read_repair_interval: float = 60.0
     min_rpc_timeout: float = 0.05
     suspect_time: float = 30.0
     bootstrap_rounds: int = 2
@@ -359,6 +367,8 @@ class DHTStats:
     stores_refused: int = 0
     handover_stores: int = 0
     contacts_evicted: int = 0
+    read_repairs: int = 0  # background full reads after a quorum read
+    repair_stores: int = 0  # values offered to replicas that held another one
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1078,6 +1088,17 @@ class Lookup:
             self._state[node_id] = _Query.SLOW
             self._outstanding_slow += 1
             self._stale_answers += 1
+
+    def nearest(self) -> list[Contact]:
+        """The ``k`` closest contacts known that did not fail (answered, slow or not asked),
+        closest first: where the key's replicas should be."""
+        out = []
+        for _, node_id in self._order:
+            if self._state[node_id] is not _Query.FAILED:
+                out.append(self._contacts[node_id])
+                if len(out) == self.ksize:
+                    break
+        return out
 
     def closest(self) -> list[Contact]:
         """The ``k`` closest contacts that answered, closest first."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,8 +13,9 @@ import pytest
 from p2psip.errors import NotFound, RecordRefused
 from p2psip.locator.aio.dht import DHTLocator, _application_key
 from p2psip.locator.base import LocatedContact
+from p2psip.overlay.dht import StoreDecision
 from p2psip.overlay.identity import Identity
-from p2psip.overlay.records import parse_record
+from p2psip.overlay.records import dht_key, parse_record
 
 ALICE = "sip:alice@p2p.example"
 N = 12
@@ -115,3 +118,46 @@ async def test_garbage_datagrams_do_not_disturb_the_overlay(overlay: list[DHTLoc
                 sock.sendto(junk, target.node.address)
     found = await overlay[11].resolve(ALICE)
     assert {c.port for c in found} == {5061}
+
+
+async def test_read_repair_brings_replicas_that_missed_an_update_up_to_date(
+    overlay: list[DHTLocator],
+) -> None:
+    """The three replicas closest to the key miss the second publish; a quorum read may stop
+    at them, but its background read of every replica hands them the newer record."""
+    alice = Identity.generate()
+    publisher = overlay[0]
+    publisher.identity = alice
+    await publisher.publish(ALICE, [contact(5061)])
+    key = dht_key(ALICE)
+    target = int.from_bytes(key, "big")
+    by_distance = sorted(overlay[1:], key=lambda n: int.from_bytes(n.node.node_id, "big") ^ target)
+    stale, reader = by_distance[:3], by_distance[-1]
+
+    def down(*args: object, **kwargs: object) -> StoreDecision:
+        return StoreDecision.REFUSED_BY_VALIDATOR
+
+    for node in stale:
+        node.node.storage.offer = down  # type: ignore[method-assign]
+    await publisher.publish(ALICE, [contact(5071)])
+    for node in stale:
+        del node.node.storage.offer  # the instance attribute goes: the method is back
+
+    def ports(node: DHTLocator) -> set[int]:
+        value = node.node.storage.get(key, time.time())
+        assert value is not None
+        uris = [c.uri for e in parse_record(value).entries for c in e.contacts]
+        return {int(u.split(":")[-1].split(";")[0]) for u in uris}
+
+    assert all(ports(n) == {5061} for n in stale)
+    reader.node.config = dataclasses.replace(reader.node.config, read_repair_chance=1.0)
+    await reader.resolve(ALICE)  # may answer either record: the quorum can be the stale three
+    deadline = asyncio.get_running_loop().time() + 5
+    while not all(ports(n) == {5071} for n in stale):
+        assert asyncio.get_running_loop().time() < deadline, [ports(n) for n in stale]
+        await asyncio.sleep(0.02)
+    # from a background read of every replica, or straight from the quorum read when it
+    # already saw the replicas disagree
+    assert reader.node.stats.repair_stores >= 3
+    fresh = await by_distance[-2].resolve(ALICE)
+    assert {c.port for c in fresh} == {5071}

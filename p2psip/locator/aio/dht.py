@@ -145,6 +145,7 @@ class DHTLocator:
             "config": config,
             "validator": records_validator(policy, {}),
             "expires_of": _record_expiry,
+            "read_repair": True,  # the records validator merges per device by seq
         }
         if rng is not None:
             args["rng"] = rng

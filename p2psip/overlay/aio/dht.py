@@ -486,6 +486,10 @@ class DHTNode:
             ``random.SystemRandom()``; pass a seeded ``random.Random`` only in tests and
             simulations (predictable message ids let an off-path host forge answers).
         clock: wall-clock seconds handed to validators and storage (default ``time.time``).
+        read_repair: after a quorum read (which can stop at replicas that all missed an
+            update), read every replica in the background and offer each one the values the
+            others held. Only for validators that merge monotonically (the signed-records one
+            keeps the newest entry per device); with ``accept_any`` the last write would win.
     """
 
     def __init__(
@@ -498,8 +502,11 @@ class DHTNode:
         expires_of: Callable[[bytes], float | None] | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
+        read_repair: bool = False,
     ) -> None:
         self.config = config or DHTConfig()
+        self.read_repair = read_repair
+        self._repaired: OrderedDict[bytes, float] = OrderedDict()
         self.rng = rng if rng is not None else random.SystemRandom()
         self.clock = clock
         self.node_id = node_id if node_id is not None else self.rng.randbytes(ID_BYTES)
@@ -837,11 +844,63 @@ class DHTNode:
         """
         dkey = dht_key(key)
         lookup = await self._value_lookup(dkey, quorum, check)
+        if self.read_repair and (self.config.value_quorum if quorum is None else quorum):
+            self._after_quorum_read(dkey, check, lookup)
         values = [value for _, value in lookup.values]
         local = self.storage.get(dkey, self.clock())
         if local is not None:
             values.append(local)
         return values
+
+    def _after_quorum_read(
+        self, dkey: bytes, check: Callable[[bytes], bool] | None, lookup: Lookup
+    ) -> None:
+        """Read repair (see ``DHTConfig.read_repair_chance``), at most once per key per
+        ``read_repair_interval``."""
+        disagree = len({v for _, v in lookup.values}) > 1
+        if not disagree and self.rng.random() >= self.config.read_repair_chance:
+            return
+        now = asyncio.get_running_loop().time()
+        last = self._repaired.get(dkey)
+        if last is not None and now - last < self.config.read_repair_interval:
+            return
+        self._repaired[dkey] = now
+        self._repaired.move_to_end(dkey)
+        while len(self._repaired) > _MAX_WELCOMED:
+            self._repaired.popitem(last=False)
+        # replicas seen disagreeing are repaired from this read; otherwise read them all
+        self._spawn(self._repair(dkey, check, lookup if disagree else None))
+
+    async def _repair(
+        self, dkey: bytes, check: Callable[[bytes], bool] | None, lookup: Lookup | None
+    ) -> None:
+        """Offer each replica the values the others hold (only values that pass ``check``:
+        forged copies are never spread); their validators keep what is newer. Without a
+        ``lookup``, every replica is read first."""
+        if lookup is None:
+            self.stats.read_repairs += 1
+            lookup = await self._value_lookup(dkey, 0, check)
+        held = {c.node_id: v for c, v in lookup.values if check is None or check(v)}
+        local = self.storage.get(dkey, self.clock())
+        distinct = list(dict.fromkeys([*held.values(), *([local] if local else [])]))
+        if len(distinct) < 2:
+            return
+        # every replica the lookup saw holding another value, and the nearest nodes that it
+        # did not hear a value from (slow ones included: they may hold the stale copy)
+        targets = {c.node_id: c for c, _ in lookup.values}
+        targets.update((c.node_id, c) for c in lookup.nearest())
+        stores = [
+            self.protocol.call_store(contact, dkey, value)
+            for node_id, contact in targets.items()
+            for value in distinct
+            if value != held.get(node_id)
+        ]
+        if local is not None:  # we are a replica too
+            for value in distinct:
+                if value != local:
+                    self.storage.offer(dkey, value, self.clock())
+        self.stats.repair_stores += len(stores)
+        await asyncio.gather(*stores, return_exceptions=True)
 
     async def get(self, key: bytes | str) -> bytes | None:
         """Look ``key`` up in the network and merge what the replicas hold.
