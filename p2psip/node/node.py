@@ -27,6 +27,7 @@ import datetime
 import ipaddress
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -461,7 +462,7 @@ class Node:
         self.contacts: list[LocatedContact] = []
         self.calls: list[Call] = []
         self._caller_ids: dict[int, CallerIdentity] = {}
-        self._seen_identities: dict[bytes, tuple[str, int]] = {}
+        self._seen_identities: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
         self._caller_lookups = 0  # caller key lookups in flight
         self._listeners: list[Callable[[NodeEvent], Awaitable[None] | None]] = []
         self._queues: list[asyncio.Queue[NodeEvent | None]] = []
@@ -802,9 +803,6 @@ class Node:
             status = getattr(exc, "status", 438)
             phrase = getattr(exc, "phrase", None)
             return Refusal(status, phrase, str(exc))
-        seen = self._remember_identity(passport.signature, request.call_id, passport.iat)
-        if seen != request.call_id:
-            return Refusal(438, None, "the Identity header was replayed from another call")
         if not _same_aor(passport.info, passport.orig):
             return note("unverifiable", f"key source {passport.info!r} is not the caller's AoR")
         if self.locator is None or not self.locator.is_overlay_aor(passport.orig):
@@ -831,19 +829,21 @@ class Node:
                 return Refusal(438, None, f"the Identity is not signed by {aor}'s key")
         for key, source in sorted(keys, key=lambda item: item[1] != "dht"):
             if passport.verify(key, Identity.verify):
+                if self._first_call_of(passport.signature, request.call_id) != request.call_id:
+                    return Refusal(438, None, "the Identity header was replayed from another call")
                 return note("verified", key_fingerprint=fingerprint_of(key), source=source)
         return Refusal(438, None, f"the Identity signature does not verify with {aor}'s key")
 
-    def _remember_identity(self, signature: bytes, call_id: str, iat: int) -> str:
-        """The Call-ID a signature was first seen with (RFC 8224 §12.1: a token copied into
-        another call is refused); entries older than the freshness window are dropped."""
+    def _first_call_of(self, signature: bytes, call_id: str) -> str:
+        """The Call-ID a verified token was first seen with (RFC 8224 §12.1: a token copied
+        into another call is refused). Only verified tokens are kept (junk cannot fill the
+        table), oldest first, and dropped once older than twice the freshness window, after
+        which the token is refused as stale anyway."""
         seen = self._seen_identities
-        if len(seen) > 256:
-            horizon = time.time() - 2 * FRESHNESS
-            for key in [k for k, (_, t) in seen.items() if t < horizon]:
-                del seen[key]
-        first = seen.setdefault(signature, (call_id, iat))
-        return first[0]
+        now = time.time()
+        while seen and next(iter(seen.values()))[1] < now - 2 * FRESHNESS:
+            seen.popitem(last=False)
+        return seen.setdefault(signature, (call_id, now))[0]
 
     async def _on_incoming(self, session: Session) -> None:
         media = session.media

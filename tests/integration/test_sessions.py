@@ -564,14 +564,15 @@ async def test_reliable_provisionals_are_pracked_once_in_order(party, scripted) 
     await within(call.wait_established())
     invite = pending[0].request
     assert "100rel" in invite.tokens("Supported")
-    await asyncio.sleep(0.2)  # room for a wrong second PRACK
+    # a wrong second PRACK would have been sent before our BYE, which follows it on the wire
+    await call.terminate()
+    await until(lambda: len(peer.byes) == 1)
     assert len(pracks) == 1
     prack = pracks[0]
     assert prack.headers.get("RAck") == f"7 {invite.cseq.seq} INVITE"
     assert prack.to.tag == "r" and prack.call_id == invite.call_id
     assert prack.cseq.seq > invite.cseq.seq
     assert len(alice.of(call, EarlyMedia)) == 1
-    await call.terminate()
 
 
 async def test_no_100rel_without_an_offer_or_when_switched_off(party, scripted) -> None:
@@ -1482,7 +1483,8 @@ async def test_callee_sends_provisionals_reliably_when_the_invite_requires_100re
         wrong = early.create_request("PRACK", [("RAck", f"{rseq + 5} 10 INVITE")])
         assert (await within(caller.send(wrong, bob.address))).status == 481
         progress = asyncio.ensure_future(incoming.progress())  # waits for the 180's PRACK
-        await asyncio.sleep(0.1)
+        sent = len(provisionals)
+        await until(lambda: len(provisionals) > sent)  # the 180 is retransmitted meanwhile
         assert not any(p.status == 183 for p in provisionals)
         prack = early.create_request("PRACK", [("RAck", f"{rseq} 10 INVITE")])
         assert (await within(caller.send(prack, bob.address))).status == 200

@@ -831,13 +831,14 @@ class Session:
             return []  # the call was stopped meanwhile
         finally:
             self._resolving = None
-        resolved = dict(zip((id(c) for c in named), results, strict=True))
+        answers = iter(results)  # in the order of `named`
         out: list[LocatedContact] = []
         for contact in contacts:
-            result = resolved.get(id(contact))
-            if result is None:
+            if _is_ip(contact.host):
                 out.append(contact)
-            elif isinstance(result, str):
+                continue
+            result = next(answers)
+            if isinstance(result, str):
                 tried.add(contact_key(contact))
                 self.attempts.append((contact.uri, result))
             else:
